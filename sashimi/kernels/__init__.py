@@ -1,0 +1,47 @@
+"""Pure-function SSM kernels: Cauchy and log-Vandermonde products and the S4 / S4D convolution kernel.
+
+Each op has a public function (shapes in its docstring), a dense ``*_ref`` specification used by
+the tests, a memory-frugal PyTorch path, and a Triton path for CUDA tensors (``sashimi.kernels.triton``,
+imported lazily). The backend is chosen per call: the ``backend=`` argument, else the
+``SASHIMI_BACKEND`` environment variable, else Triton on CUDA when it works and PyTorch otherwise.
+"""
+
+from sashimi.kernels._backend import available_backends
+from sashimi.kernels.cauchy import CauchyFn, cauchy, cauchy_ref
+from sashimi.kernels.ssm import (
+    bilinear,
+    c_tilde,
+    discretize_diag,
+    dplr_matrix,
+    full_pairs,
+    ssm_kernel,
+    ssm_kernel_ref,
+)
+from sashimi.kernels.vandermonde import (
+    VandermondeFn,
+    VandermondeTransposeFn,
+    vandermonde,
+    vandermonde_ref,
+    vandermonde_transpose,
+    vandermonde_transpose_ref,
+)
+
+__all__ = [
+    "available_backends",
+    "cauchy",
+    "cauchy_ref",
+    "CauchyFn",
+    "vandermonde",
+    "vandermonde_ref",
+    "vandermonde_transpose",
+    "vandermonde_transpose_ref",
+    "VandermondeFn",
+    "VandermondeTransposeFn",
+    "ssm_kernel",
+    "ssm_kernel_ref",
+    "dplr_matrix",
+    "full_pairs",
+    "bilinear",
+    "discretize_diag",
+    "c_tilde",
+]
