@@ -1,3 +1,7 @@
 """sashimi-audio: SaShiMi raw-waveform audio models with S4 layers whose step mode equals their convolution mode."""
 
+from sashimi.layers import S4Block, S4Kernel, S4State
+
 __version__ = "0.1.0"
+
+__all__ = ["S4Block", "S4Kernel", "S4State", "__version__"]

@@ -29,19 +29,23 @@ def full_pairs(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, x.conj()], dim=-1)
 
 
-def dplr_matrix(A: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
-    """The full N x N state matrix ``diag([A, conj A]) - sum_r Pf_r Pf_r^H`` of the stable DPLR form.
+def dplr_matrix(A: torch.Tensor, P: torch.Tensor, Q: torch.Tensor | None = None) -> torch.Tensor:
+    """The full N x N state matrix ``diag([A, conj A]) - sum_r Pf_r Qf_r^H``.
+
+    With ``Q=None`` (Q = P) this is the stable (Hurwitz) DPLR form of the SaShiMi paper.
 
     Args:
         A: (H, N/2) complex diagonal (Lambda).
         P: (rank, H, N/2) complex low-rank factor.
+        Q: (rank, H, N/2) complex, or None for Q = P.
 
     Returns:
         (H, N, N) complex.
     """
     Af = full_pairs(A)  # (H, N)
     Pf = full_pairs(P)  # (r, H, N)
-    low = torch.einsum("rhm,rhn->hmn", Pf, Pf.conj())  # (H, N, N)
+    Qf = Pf if Q is None else full_pairs(Q)
+    low = torch.einsum("rhm,rhn->hmn", Pf, Qf.conj())  # (H, N, N)
     return torch.diag_embed(Af) - low
 
 
@@ -110,23 +114,25 @@ def truncation_factor(dA: torch.Tensor, L: int) -> torch.Tensor:
     return eye - _matrix_power(dA, L)
 
 
-def c_tilde(dt: torch.Tensor, A: torch.Tensor, P: torch.Tensor, C: torch.Tensor, L: int) -> torch.Tensor:
+def c_tilde(
+    dt: torch.Tensor, A: torch.Tensor, P: torch.Tensor, C: torch.Tensor, L: int, Q: torch.Tensor | None = None
+) -> torch.Tensor:
     """``C~ = C (I - Abar^L)`` on the full system, returned as its first N/2 entries (lossless).
 
     Args:
-        dt (H,), A (H, N/2), P (rank, H, N/2), C (c, H, N/2); L >= 1.
+        dt (H,), A (H, N/2), P (rank, H, N/2), C (c, H, N/2); L >= 1; Q as in :func:`dplr_matrix`.
 
     Returns:
         (c, H, N/2) complex.
     """
-    Af = dplr_matrix(A, P)
+    Af = dplr_matrix(A, P, Q)
     dA, _ = bilinear(dt, Af, full_pairs(A))
     Cf = full_pairs(C)  # (c, H, N)
     Ct = torch.einsum("chm,hmn->chn", Cf, truncation_factor(dA, L))
     return Ct[..., : A.shape[-1]]
 
 
-def _validate(dt, A, B, C, P, L, discretization):
+def _validate(dt, A, B, C, P, L, discretization, Q=None):
     check_tensor("A", A, ndim=2, complex_=True)
     H, n2 = A.shape
     if n2 == 0 or H == 0:
@@ -144,7 +150,13 @@ def _validate(dt, A, B, C, P, L, discretization):
         check_tensor("P", P, ndim=3, complex_=True)
         if P.shape[1:] != (H, n2):
             raise ValueError(f"P must have shape (rank, H, N/2)=(r, {H}, {n2}), got {tuple(P.shape)}")
-    for name, t in (("B", B), ("C", C)) + ((("P", P),) if P is not None else ()):
+    if Q is not None:
+        if P is None:
+            raise ValueError("Q needs P (the unconstrained DPLR form diag(A) - P Q^*)")
+        check_tensor("Q", Q, ndim=3, complex_=True)
+        if Q.shape != P.shape:
+            raise ValueError(f"Q must have P's shape (rank, H, N/2)={tuple(P.shape)}, got {tuple(Q.shape)}")
+    for name, t in (("B", B), ("C", C)) + ((("P", P),) if P is not None else ()) + ((("Q", Q),) if Q is not None else ()):
         if t.dtype != A.dtype:
             raise TypeError(f"{name} must have A's dtype {A.dtype}, got {t.dtype}")
     if dt.dtype != real_dtype(A.dtype):
@@ -168,6 +180,7 @@ def ssm_kernel(
     P: torch.Tensor | None = None,
     discretization: str | None = None,
     *,
+    Q: torch.Tensor | None = None,
     backend: str | None = None,
 ) -> torch.Tensor:
     """The length-L convolution kernel of a continuous-time SSM given canonical parameters.
@@ -191,6 +204,8 @@ def ssm_kernel(
         L: kernel length, >= 1.
         P: (rank, H, N/2) complex, or None for a diagonal SSM.
         discretization: 'zoh' or 'bilinear'; default 'zoh' for S4D and 'bilinear' for DPLR.
+        Q: (rank, H, N/2) complex: the unconstrained form ``diag(A) - P Q^*`` (research use; not
+            Hurwitz by construction). None (default) ties Q = P.
         backend: kernel backend for the Cauchy / Vandermonde op (see :func:`available_backends`).
 
     Returns:
@@ -198,14 +213,14 @@ def ssm_kernel(
     """
     if discretization is None:
         discretization = "bilinear" if P is not None else "zoh"
-    L = _validate(dt, A, B, C, P, L, discretization)
+    L = _validate(dt, A, B, C, P, L, discretization, Q)
     # Discretization runs in float64 (H * N work): float32 rounding of dt * A or of C (I - Abar^L)
     # would otherwise dominate the kernel's error. The O(N L) part runs in the parameters' precision.
     if P is None:
         _, dB, log_dA = discretize_diag(dt.double(), A.to(torch.complex128), B.to(torch.complex128), discretization)
         v = (C.to(torch.complex128) * dB).to(C.dtype)  # (c, H, N2)
         return vandermonde(v, log_dA, L, backend=backend)  # (c, H, L)
-    return _dplr_kernel(dt, A, B, C, P, L, backend)
+    return _dplr_kernel(dt, A, B, C, P, L, backend, Q)
 
 
 def _nodes(L: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,14 +236,17 @@ def _nodes(L: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tens
     return z, s
 
 
-def _dplr_kernel(dt, A, B, C, P, L, backend):
+def _dplr_kernel(dt, A, B, C, P, L, backend, Q=None):
     work = A.dtype
     c = C.shape[0]
     r = P.shape[0]
-    dt, A, B, C, P = dt.double(), A.to(torch.complex128), B.to(torch.complex128), C.to(torch.complex128), P.to(torch.complex128)
-    Ct = c_tilde(dt, A, P, C, L)  # (c, H, N2)
+    c128 = torch.complex128
+    dt, A, B, C, P = dt.double(), A.to(c128), B.to(c128), C.to(c128), P.to(c128)
+    Q = P if Q is None else Q.to(c128)
+    Ct = c_tilde(dt, A, P, C, L, Q)  # (c, H, N2)
     z, s = _nodes(L, work, A.device)  # (L',)
-    a = torch.cat([Ct, P.conj()], dim=0)  # (c + r, H, N2)
+    # Woodbury for (g - A)^-1 with A = diag - P Q^*: rows [C~, conj Q] against columns [B, P]
+    a = torch.cat([Ct, Q.conj()], dim=0)  # (c + r, H, N2)
     b = torch.cat([B.unsqueeze(0), P], dim=0)  # (1 + r, H, N2)
     v = a.unsqueeze(1) * b.unsqueeze(0) * dt[:, None]  # (c + r, 1 + r, H, N2)
     k = cauchy(v.to(work), z, (dt[:, None] * A).to(work), backend=backend)  # (c + r, 1 + r, H, L')
@@ -257,16 +275,18 @@ def ssm_kernel_ref(
     L: int,
     P: torch.Tensor | None = None,
     discretization: str | None = None,
+    *,
+    Q: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Dense specification of :func:`ssm_kernel`: discretize the full N x N system and unroll it."""
     if discretization is None:
         discretization = "bilinear" if P is not None else "zoh"
-    L = _validate(dt, A, B, C, P, L, discretization)
+    L = _validate(dt, A, B, C, P, L, discretization, Q)
     if P is None:
         dA, dB, _ = discretize_diag(dt, A, B, discretization)
         dA, dB = torch.diag_embed(full_pairs(dA)), full_pairs(dB)
     else:
-        dA, dB = bilinear(dt, dplr_matrix(A, P), full_pairs(B))
+        dA, dB = bilinear(dt, dplr_matrix(A, P, Q), full_pairs(B))
     x = dB  # (H, N)
     out = []
     Cf = full_pairs(C)  # (c, H, N)

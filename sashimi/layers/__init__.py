@@ -1,0 +1,6 @@
+"""Sequence layers: S4 kernels and blocks, pooling and residual blocks; each has forward and step modes."""
+
+from sashimi.layers.s4block import S4Block, S4State
+from sashimi.layers.s4kernel import S4Kernel, StepConstants, hippo_legs_dplr
+
+__all__ = ["S4Kernel", "S4Block", "S4State", "StepConstants", "hippo_legs_dplr"]

@@ -1,0 +1,333 @@
+"""S4Block: FFT convolution with an S4/S4D kernel, D skip, activation, GLU output linear, and an exact step mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sashimi.kernels import vandermonde, vandermonde_transpose
+from sashimi.layers.s4kernel import S4Kernel, StepConstants
+
+__all__ = ["S4Block", "S4State", "check_sequence_input"]
+
+
+@dataclass
+class S4State:
+    """Recurrent state of one S4 layer, owned by the caller.
+
+    Attributes:
+        x: (B, H, M) complex state (M per ``consts.state_size``), updated in place by ``step``.
+        consts: the discretized step constants (computed once by ``init_state``; read-only).
+        rate: the step-size multiplier the constants were computed for.
+    """
+
+    x: torch.Tensor
+    consts: StepConstants
+    rate: float = 1.0
+
+    @property
+    def batch_size(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def mode(self) -> str:
+        return self.consts.mode
+
+    def clone(self) -> "S4State":
+        """A copy whose state tensor is independent (the constants are shared, read-only)."""
+        return S4State(self.x.clone(), self.consts, self.rate)
+
+
+def check_sequence_input(x: object, d_model: int, transposed: bool, name: str = "x") -> None:
+    """Validate a (B, L, H) (or (B, H, L) when transposed) floating sequence without NaN/Inf."""
+    layout = "(B, H, L)" if transposed else "(B, L, H)"
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor of shape {layout}, got dtype {x.dtype}")
+    if x.ndim != 3:
+        raise ValueError(f"{name} must have shape {layout} with H={d_model}, got shape {tuple(x.shape)}")
+    h = x.shape[1] if transposed else x.shape[2]
+    if h != d_model:
+        raise ValueError(f"{name} must have shape {layout} with H=d_model={d_model}, got shape {tuple(x.shape)}")
+    if x.shape[2 if transposed else 1] == 0:
+        raise ValueError(f"{name} has length 0: expected shape {layout} with L >= 1")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+
+
+class S4Block(nn.Module):
+    """An S4 layer: ``y = GLU(W act(K * u + D u) + b)``, with a recurrent step mode equal to it.
+
+    Convolution mode (training, whole sequences): the kernel K (channels, H, L) from
+    :class:`S4Kernel` is applied by FFT, zero-padded to 2L (causal; the bidirectional variant
+    adds a second kernel over the reversed sequence, shifted by one step). Step mode
+    (streaming generation): ``state = block.init_state(B)``, then ``y, state = block.step(x, state)``.
+    The two agree to float precision. ``forward(x, state)`` also streams chunk by chunk.
+
+    Args:
+        d_model: H.
+        d_state: N (even).
+        channels: kernels per channel; their outputs are concatenated before the output linear.
+        bidirectional: non-causal (no step mode).
+        activation: 'gelu', 'silu', 'relu', 'tanh' or 'identity'.
+        postact: 'glu' (output linear H*c -> 2H, then GLU), 'linear' (H*c -> H) or None (no
+            output linear; requires channels == 1).
+        dropout: dropout after the activation.
+        transposed: inputs are (B, H, L) instead of (B, L, H).
+        **kernel_args: forwarded to :class:`S4Kernel` (mode, init, rank, n_ssm, dt_min, dt_max,
+            discretization, unconstrained, ssm_lr).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        channels: int = 1,
+        bidirectional: bool = False,
+        activation: str = "gelu",
+        postact: str | None = "glu",
+        dropout: float = 0.0,
+        transposed: bool = False,
+        **kernel_args,
+    ) -> None:
+        super().__init__()
+        acts = {"gelu": nn.GELU(), "silu": nn.SiLU(), "relu": nn.ReLU(), "tanh": nn.Tanh(), "identity": nn.Identity()}
+        if activation not in acts:
+            raise ValueError(f"activation must be one of {sorted(acts)}, got {activation!r}")
+        if postact not in ("glu", "linear", None):
+            raise ValueError(f"postact must be 'glu', 'linear' or None, got {postact!r}")
+        if postact is None and channels != 1:
+            raise ValueError("postact=None needs channels=1 (an output linear merges the channels)")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.d_model, self.channels, self.bidirectional, self.transposed = d_model, channels, bidirectional, transposed
+        self.kernel = S4Kernel(d_model, d_state, channels, bidirectional=bidirectional, **kernel_args)
+        self.D = nn.Parameter(torch.randn(channels, d_model))
+        self.activation = acts[activation]
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        if postact is None:
+            self.output_linear = nn.Identity()
+        else:
+            self.output_linear = nn.Linear(channels * d_model, d_model * (2 if postact == "glu" else 1))
+        self.postact = postact
+
+    @property
+    def d_state(self) -> int:
+        return self.kernel.d_state
+
+    def _output(self, y: torch.Tensor) -> torch.Tensor:
+        """(..., c*H) -> (..., H): activation, dropout, output linear, GLU."""
+        y = self.dropout(self.activation(y))
+        y = self.output_linear(y)
+        return F.glu(y, dim=-1) if self.postact == "glu" else y
+
+    def forward(
+        self, x: torch.Tensor, state: S4State | None = None, *, rate: float = 1.0
+    ) -> torch.Tensor | tuple[torch.Tensor, S4State]:
+        """Convolution mode.
+
+        Args:
+            x: (B, L, H) (or (B, H, L) when ``transposed``).
+            state: optional state from ``init_state``/``step``/a previous chunk; with it the
+                chunk continues the stream and the state after the chunk is returned too (the
+                state object is updated in place).
+            rate: step-size multiplier (see :meth:`S4Kernel.forward`); with a state, it must
+                equal the rate the state was initialised with.
+
+        Returns:
+            y: (B, L, H) (or (B, H, L)), and the updated state when ``state`` was given.
+        """
+        check_sequence_input(x, self.d_model, self.transposed)
+        if state is not None:
+            self._check_state(state, x.shape[0], x)
+            if self.bidirectional:
+                raise RuntimeError("a bidirectional S4Block is non-causal: it cannot continue a stream from a state")
+            if rate != state.rate:
+                raise ValueError(f"rate={rate} differs from the state's rate={state.rate}")
+        u = x if self.transposed else x.transpose(1, 2)  # (B, H, L)
+        B_, H, L = u.shape
+        with torch.autocast(device_type=u.device.type, enabled=False):
+            uf = u.to(torch.promote_types(u.dtype, torch.float32))
+            K = self.kernel(L, rate).to(uf.dtype)  # (c', H, L)
+            c = self.channels
+            if self.bidirectional:
+                k = F.pad(K[:c], (0, L)) + F.pad(K[c:].flip(-1), (L, 0))  # (c, H, 2L)
+            else:
+                k = K
+            y = torch.fft.irfft(torch.fft.rfft(uf, n=2 * L).unsqueeze(1) * torch.fft.rfft(k, n=2 * L), n=2 * L)
+            y = y[..., :L] + self.D.to(uf.dtype).unsqueeze(-1) * uf.unsqueeze(1)  # (B, c, H, L)
+            if state is not None:
+                y = y + self._stream_chunk(uf, state)
+        y = y.reshape(B_, c * H, L).to(x.dtype).transpose(1, 2)  # (B, L, c*H)
+        y = self._output(y)  # (B, L, H)
+        y = y.transpose(1, 2) if self.transposed else y
+        return (y, state) if state is not None else y
+
+    # ---- recurrent mode ---------------------------------------------------------------------
+    def init_state(
+        self,
+        batch_size: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        mode: str = "auto",
+        rate: float = 1.0,
+        tol: float | None = None,
+        on_fail: str = "fallback",
+    ) -> S4State:
+        """A zero state for ``batch_size`` streams, with the step constants discretized once.
+
+        Args:
+            batch_size: B.
+            device, dtype: of the state (default: the module's; the state is complex of that precision).
+            mode: step discretization: 'auto' (default; exact: diagonal when its measured error is
+                within ``tol``, else linear), 'linear' (Woodbury, exact), 'dense' (exact, O(N^2)),
+                'diagonal' (fast; self-checked, see :meth:`S4Kernel.step_constants`).
+            rate: step-size multiplier.
+            tol, on_fail: the diagonal self-check's tolerance and what to do when it fails
+                ('fallback' to linear, or 'raise').
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if self.bidirectional:
+            raise RuntimeError(
+                "a bidirectional S4Block is non-causal and has no step mode; use forward() on whole sequences"
+            )
+        device = device or self.D.device
+        dtype = dtype or self.D.dtype
+        consts = self.kernel.step_constants(mode, rate, dtype=dtype, tol=tol, on_fail=on_fail)
+        consts.tensors = {k: v.to(device) for k, v in consts.tensors.items()}
+        if consts.to_full is not None:
+            consts.to_full, consts.from_full = consts.to_full.to(device), consts.from_full.to(device)
+        cdt = torch.complex64 if consts.tensors["dC" if "dC" in consts.tensors else "C"].dtype == torch.complex64 else torch.complex128
+        x = torch.zeros(batch_size, self.d_model, consts.state_size, dtype=cdt, device=device)
+        return S4State(x, consts, rate)
+
+    def _check_state(self, state: object, batch: int, x: torch.Tensor) -> None:
+        if not isinstance(state, S4State):
+            raise TypeError(f"state must be an S4State from init_state(), got {type(state).__name__}")
+        if state.x.shape[0] != batch:
+            raise ValueError(f"state was made for batch size {state.x.shape[0]}, but the input has batch size {batch}")
+        if state.x.shape[1] != self.d_model:
+            raise ValueError(f"state has H={state.x.shape[1]}, this block has d_model={self.d_model}")
+        if state.x.device != x.device:
+            raise ValueError(f"state is on {state.x.device}, input on {x.device}")
+        want = torch.complex64 if x.dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.complex128
+        if state.x.dtype != want:
+            raise TypeError(f"state dtype {state.x.dtype} does not match the input dtype {x.dtype} (expected {want})")
+
+    def step(self, x: torch.Tensor, state: S4State) -> tuple[torch.Tensor, S4State]:
+        """One recurrent step.
+
+        Args:
+            x: (B, H) input at one time step.
+            state: from :meth:`init_state`; updated in place.
+
+        Returns:
+            y: (B, H), and the same state object.
+        """
+        if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.d_model:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"step input must have shape (B, H) with H={self.d_model}, got {shape}")
+        self._check_state(state, x.shape[0], x)
+        u = x.to(state.x.real.dtype)  # (B, H)
+        yc = ssm_step(state, u)  # (B, c, H)
+        y = yc + self.D.to(u.dtype) * u.unsqueeze(1)
+        y = y.reshape(x.shape[0], -1).to(x.dtype)  # (B, c*H)
+        return self._output(y), state
+
+    def _stream_chunk(self, u: torch.Tensor, state: S4State) -> torch.Tensor:
+        """Contribution of the incoming state to a chunk's outputs; advances ``state`` past the chunk.
+
+        Args:
+            u: (B, H, L) real chunk input. Returns: (B, c, H, L).
+        """
+        consts = state.consts
+        x0 = state.x
+        if consts.mode == "diagonal":
+            dA, dB, dC = consts["dA"], consts["dB"], consts["dC"]
+            log_dA = torch.log(dA)
+            scale = 1.0 if consts.two_re else 0.5  # vandermonde returns 2 Re(.)
+            ys = scale * vandermonde((dC.unsqueeze(1) * (dA * x0)).transpose(0, 1), log_dA, u.shape[-1])
+            L = u.shape[-1]
+            x_new = torch.exp(log_dA * L) * x0 + dB * vandermonde_transpose(u.flip(-1), log_dA)
+            state.x.copy_(x_new)
+            return ys
+        # dense / linear: work on the full N-dimensional state with the dense discretization
+        dA, dB, dC = (t.to(device=u.device) for t in self.kernel.dense_system(state.rate))
+        cdt = x0.dtype
+        dA, dB, dC = dA.to(cdt), dB.to(cdt), dC.to(cdt)
+        xf = x0 if consts.mode == "dense" else torch.cat([x0, x0.conj()], dim=-1)  # (B, H, N)
+        ys, xL = dense_chunk(dA, dB, dC, xf, u)
+        state.x.copy_(xL if consts.mode == "dense" else xL[..., : x0.shape[-1]])
+        return ys
+
+
+def ssm_step(state: S4State, u: torch.Tensor) -> torch.Tensor:
+    """Advance ``state`` by one input ``u`` (B, H); return the SSM output (B, c, H) (without D)."""
+    consts, x = state.consts, state.x
+    uc = u.unsqueeze(-1)  # (B, H, 1)
+    if consts.mode == "diagonal":
+        x.mul_(consts["dA"]).add_(consts["dB"] * uc)
+        y = torch.einsum("chn,bhn->bch", consts["dC"], x)
+        return 2 * y.real if consts.two_re else y.real
+    if consts.mode == "dense":
+        x.copy_(torch.einsum("hmn,bhn->bhm", consts["dA"], x) + consts["dB"] * uc)
+        return torch.einsum("chn,bhn->bch", consts["dC"], x).real
+    # linear: x_new = (I - dt/2 A)^-1 ((I + dt/2 A) x + dt B u) with A = Lambda - P P^*, half-size state;
+    # inner products with the full (conjugate-symmetric) state are 2 Re of the half sums.
+    P, dP = consts["P"], consts["dP"]
+    s = 2 * torch.einsum("rhn,bhn->brh", P.conj(), x).real  # (B, r, H): Pf^H x
+    y1 = consts["a"] * x - consts["hdt"].unsqueeze(-1) * torch.einsum("rhn,brh->bhn", P, s.to(x.dtype))
+    y1 = y1 + consts["dtB"] * uc
+    dy = consts["d"] * y1
+    t = 2 * torch.einsum("rhn,bhn->brh", P.conj(), dy).real  # (B, r, H)
+    q = torch.einsum("hij,bjh->bih", consts["Winv"], t)  # (B, r, H)
+    x.copy_(dy - torch.einsum("rhn,brh->bhn", dP, q.to(x.dtype)))
+    return 2 * torch.einsum("chn,bhn->bch", consts["C"], x).real
+
+
+def dense_chunk(
+    dA: torch.Tensor, dB: torch.Tensor, dC: torch.Tensor, x0: torch.Tensor, u: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stream a dense discrete SSM through a chunk in blocks (all batched matrix products).
+
+    ``y_state[t] = Re(dC dA^(t+1) x0)`` and ``x_L = dA^L x0 + sum_s dA^(L-1-s) dB u_s``, computed with
+    blocks of T ~ sqrt(L) steps: O(T + L/T) sequential small products instead of L.
+
+    Args:
+        dA (H, N, N), dB (H, N), dC (c, H, N) complex; x0 (B, H, N) complex; u (B, H, L) real.
+
+    Returns:
+        y_state (B, c, H, L) real, x_L (B, H, N) complex.
+    """
+    B_, H, L = u.shape
+    T = max(1, int(L**0.5))
+    nb = -(-L // T)
+    cdt = x0.dtype
+    # W[j] = dC dA^j and G[j] = dA^j dB for j < T
+    W, G = [dC], [dB]
+    for _ in range(T - 1):
+        W.append(torch.einsum("chm,hmn->chn", W[-1], dA))
+        G.append(torch.einsum("hmn,hn->hm", dA, G[-1]))
+    W = torch.stack(W, dim=2)  # (c, H, T, N)
+    G = torch.stack(G, dim=-1)  # (H, N, T)
+    AT = torch.linalg.matrix_power(dA, T)  # (H, N, N)
+    # outputs from the incoming state: z_b = dA^(bT+1) x0
+    z = [torch.einsum("hmn,bhn->bhm", dA, x0)]
+    for _ in range(nb - 1):
+        z.append(torch.einsum("hmn,bhn->bhm", AT, z[-1]))
+    zs = torch.stack(z, dim=2)  # (B, H, nb, N)
+    ys = torch.einsum("chjn,bhkn->bchkj", W, zs).real.reshape(B_, dC.shape[0], H, nb * T)[..., :L]
+    # state after the chunk
+    up = F.pad(u, (nb * T - L, 0)).reshape(B_, H, nb, T).flip(-1).to(cdt)  # (B, H, nb, T)
+    s = torch.einsum("hnj,bhkj->bkhn", G, up)  # (B, nb, H, N)
+    acc = s[:, 0]
+    for b in range(1, nb):
+        acc = torch.einsum("hmn,bhn->bhm", AT, acc) + s[:, b]
+    xL = torch.einsum("hmn,bhn->bhm", torch.linalg.matrix_power(dA, L), x0) + acc
+    return ys, xL

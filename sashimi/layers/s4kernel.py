@@ -1,0 +1,354 @@
+"""S4Kernel: the trainable state-space kernel (stable DPLR S4 or diagonal S4D) with its step constants."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from einops import repeat
+from torch import nn
+
+from sashimi.kernels import bilinear, discretize_diag, dplr_matrix, full_pairs, ssm_kernel
+
+__all__ = ["S4Kernel", "StepConstants", "hippo_legs_dplr", "SSM_PARAM_NAMES", "STEP_MODES"]
+
+#: parameters of S4Kernel that belong to the SSM optimizer group (lower lr, no weight decay)
+SSM_PARAM_NAMES = ("log_dt", "A_real_log", "A_imag", "B", "P", "Q")
+#: recurrent step discretizations ('auto' = diagonal when its self-check passes, else linear)
+STEP_MODES = ("auto", "dense", "linear", "diagonal")
+INITS = ("legs", "diag-lin", "diag-inv", "diag-legs")
+
+
+def hippo_legs_dplr(N: int, rank: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """HiPPO-LegS in the stable DPLR form ``A = diag(Lambda) - P P^*``, half-size (float64).
+
+    LegS: ``A_nk = -sqrt((2n+1)(2k+1))`` (n > k), ``-(n+1)`` (n = k), 0 (n < k); ``B_n = sqrt(2n+1)``.
+    With ``p_n = sqrt(n + 1/2)``, ``A + p p^T = -I/2 + S`` with S skew-symmetric, so in the
+    eigenbasis V of S, ``A = V (diag(Lambda) - (V^* p)(V^* p)^*) V^*`` with ``Re(Lambda) = -1/2``.
+    Of each conjugate pair the mode with negative imaginary part is kept (the reference's convention);
+    B's imaginary part is clipped to [-2, 2] as in the reference's init. Extra ranks (rank > 1) are zero.
+
+    Returns:
+        Lambda (N/2,), P (rank, N/2), B (N/2,), all complex128.
+    """
+    if N % 2:
+        raise ValueError(f"d_state must be even (conjugate pairs), got {N}")
+    n = torch.arange(N, dtype=torch.float64)
+    q = torch.sqrt(2 * n + 1)
+    S = 0.5 * torch.outer(q, q)
+    S = torch.tril(S, -1) * -1 + torch.triu(S, 1)  # skew part: -q_n q_k / 2 below, +q_n q_k / 2 above
+    p = torch.sqrt(n + 0.5)
+    omega, V = torch.linalg.eigh(-1j * S.to(torch.complex128))  # S = V diag(i omega) V^*
+    keep = torch.argsort(omega)[: N // 2]  # omega < 0: Im(Lambda) < 0
+    V = V[:, keep]
+    Lam = torch.complex(torch.full((N // 2,), -0.5, dtype=torch.float64), omega[keep])
+    Pt = V.conj().T @ p.to(torch.complex128)
+    Bt = V.conj().T @ q.to(torch.complex128)
+    Bt = torch.complex(Bt.real, Bt.imag.clamp(-2, 2))
+    P = torch.zeros(rank, N // 2, dtype=torch.complex128)
+    P[0] = Pt
+    return Lam, P, Bt
+
+
+def _diag_init(N: int, init: str) -> tuple[torch.Tensor, torch.Tensor]:
+    n = torch.arange(N // 2, dtype=torch.float64)
+    real = torch.full_like(n, -0.5)
+    if init == "diag-lin":
+        imag = math.pi * n
+    elif init == "diag-inv":
+        imag = N / math.pi * (N / (2 * n + 1) - 1)
+    else:  # diag-legs: the diagonal part of the LegS DPLR form (S4D-LegS)
+        lam, _, B = hippo_legs_dplr(N)
+        return lam, B
+    return torch.complex(real, imag), torch.ones(N // 2, dtype=torch.complex128)
+
+
+@dataclass
+class StepConstants:
+    """Discretized constants for one recurrent step mode; computed by :meth:`S4Kernel.step_constants`.
+
+    Shapes (H = d_model, N = d_state, c = channels):
+      * ``dense``: dA (H, N, N), dB (H, N), dC (c, H, N); state (B, H, N).
+      * ``linear``: a = 1 + dt/2 Lambda (H, N/2), d = (1 - dt/2 Lambda)^-1 (H, N/2), P (r, H, N/2),
+        dP = d * P (r, H, N/2), hdt = dt/2 (H,), Winv (H, r, r) real, dtB (H, N/2), C (c, H, N/2);
+        state (B, H, N/2) holding one member of each conjugate pair.
+      * ``diagonal``: dA (H, M), dB (H, M), dC (c, H, M) with M = N/2 for S4D (outputs use 2 Re)
+        and M = N for an eigendecomposed DPLR system (outputs use Re); state (B, H, M).
+    """
+
+    mode: str
+    tensors: dict[str, torch.Tensor]
+    state_size: int
+    two_re: bool
+    #: dense-form conversions of the state: x_full = to_full @ x and x = from_full @ x_full (diagonal DPLR only)
+    to_full: torch.Tensor | None = None
+    from_full: torch.Tensor | None = None
+    #: relative max error of the diagonal kernel measured by the self-check (None when not run)
+    check_error: float | None = None
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.tensors[key]
+
+    def to(self, dtype: torch.dtype) -> "StepConstants":
+        cdt = torch.complex64 if dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.complex128
+        rdt = torch.float32 if cdt == torch.complex64 else torch.float64
+
+        def cast(t):
+            if t is None:
+                return None
+            return t.to(cdt) if t.is_complex() else t.to(rdt)
+
+        return StepConstants(
+            self.mode, {k: cast(v) for k, v in self.tensors.items()}, self.state_size, self.two_re,
+            cast(self.to_full), cast(self.from_full), self.check_error,
+        )
+
+
+class S4Kernel(nn.Module):
+    """Trainable SSM convolution kernel: stable DPLR (S4, ``A = Lambda - P P^*``) or diagonal (S4D).
+
+    Parametrization: ``dt = exp(log_dt)`` (log-uniform init in [dt_min, dt_max]);
+    ``Re(Lambda) = -exp(A_real_log) < 0`` by construction (the Hurwitz property: every discretized
+    transition has spectral radius < 1, so generation cannot blow up); ``Im(Lambda) = A_imag``;
+    ``B``, ``P``, ``C`` complex, stored as real views (..., 2). ``n_ssm`` distinct SSMs (A, B, P)
+    are tiled over the ``d_model`` channels; each channel has its own dt and C.
+
+    Args:
+        d_model: H, number of independent channels.
+        d_state: N, full state size (even); N/2 conjugate-pair modes are stored.
+        channels: number of output kernels per channel (c).
+        mode: 'dplr' (S4) or 'diag' (S4D).
+        init: 'legs' (HiPPO-LegS, DPLR default), 'diag-lin', 'diag-inv', 'diag-legs' (S4D inits).
+        rank: low-rank size r of P (DPLR).
+        n_ssm: number of distinct SSMs tiled over H (None = H: one per channel).
+        dt_min, dt_max: range of the log-uniform dt init; must satisfy 0 < dt_min <= dt_max.
+        discretization: S4D only: 'zoh' (default) or 'bilinear'. DPLR is always bilinear.
+        bidirectional: a second kernel for the time-reversed sequence (``2 * channels`` kernels).
+        unconstrained: research option: untie Q from P (``A = Lambda - P Q^*``); loses the
+            Hurwitz guarantee.
+        ssm_lr: learning-rate hint for the SSM parameters (read by :func:`sashimi.optim.param_groups`).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        channels: int = 1,
+        mode: str = "dplr",
+        init: str | None = None,
+        rank: int = 1,
+        n_ssm: int | None = None,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        discretization: str | None = None,
+        bidirectional: bool = False,
+        unconstrained: bool = False,
+        ssm_lr: float | None = None,
+    ) -> None:
+        super().__init__()
+        for name, val in (("d_model", d_model), ("d_state", d_state), ("channels", channels), ("rank", rank)):
+            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+                raise ValueError(f"{name} must be a positive int, got {val!r}")
+        if d_state % 2:
+            raise ValueError(f"d_state must be even (conjugate pairs), got {d_state}")
+        if mode not in ("dplr", "diag"):
+            raise ValueError(f"mode must be 'dplr' or 'diag', got {mode!r}")
+        init = init or ("legs" if mode == "dplr" else "diag-lin")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        if mode == "dplr" and init != "legs":
+            raise ValueError(f"mode='dplr' uses init='legs', got {init!r}")
+        if mode == "diag" and init == "legs":
+            raise ValueError("mode='diag' takes a diagonal init: 'diag-lin', 'diag-inv' or 'diag-legs'")
+        if not (isinstance(dt_min, (int, float)) and isinstance(dt_max, (int, float))) or not 0 < dt_min <= dt_max:
+            raise ValueError(f"dt bounds must satisfy 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+        n_ssm = d_model if n_ssm is None else n_ssm
+        if isinstance(n_ssm, bool) or not isinstance(n_ssm, int) or n_ssm < 1 or d_model % n_ssm:
+            raise ValueError(f"n_ssm must be a positive divisor of d_model={d_model}, got {n_ssm!r}")
+        if discretization is None:
+            discretization = "bilinear" if mode == "dplr" else "zoh"
+        if mode == "dplr" and discretization != "bilinear":
+            raise ValueError("mode='dplr' uses discretization='bilinear'")
+        if discretization not in ("zoh", "bilinear"):
+            raise ValueError(f"discretization must be 'zoh' or 'bilinear', got {discretization!r}")
+        if unconstrained and mode != "dplr":
+            raise ValueError("unconstrained=True applies to mode='dplr' only")
+
+        self.d_model, self.d_state, self.channels = d_model, d_state, channels
+        self.mode, self.init, self.rank, self.n_ssm = mode, init, rank, n_ssm
+        self.discretization, self.bidirectional, self.unconstrained = discretization, bidirectional, unconstrained
+        self.dt_min, self.dt_max = float(dt_min), float(dt_max)
+        n2 = d_state // 2
+
+        if mode == "dplr":
+            lam, P, B = hippo_legs_dplr(d_state, rank)
+        else:
+            lam, B = _diag_init(d_state, init)
+            P = None
+        log_dt = torch.rand(d_model, dtype=torch.float64) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        C = torch.randn(channels * (2 if bidirectional else 1), d_model, n2, dtype=torch.complex128)
+
+        dtype = torch.get_default_dtype()
+        self.log_dt = nn.Parameter(log_dt.to(dtype))
+        self.A_real_log = nn.Parameter(repeat(torch.log(-lam.real), "n -> s n", s=n_ssm).to(dtype).clone())
+        self.A_imag = nn.Parameter(repeat(lam.imag, "n -> s n", s=n_ssm).to(dtype).clone())
+        self.B = nn.Parameter(repeat(torch.view_as_real(B), "n t -> s n t", s=n_ssm).to(dtype).clone())
+        if P is not None:
+            self.P = nn.Parameter(repeat(torch.view_as_real(P), "r n t -> r s n t", s=n_ssm).to(dtype).clone())
+            if unconstrained:
+                self.Q = nn.Parameter(self.P.detach().clone())
+        self.C = nn.Parameter(torch.view_as_real(C).to(dtype).contiguous())
+        for name in SSM_PARAM_NAMES:
+            p = getattr(self, name, None)
+            if isinstance(p, nn.Parameter):
+                p._optim = {"lr": ssm_lr, "weight_decay": 0.0}
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, d_state={self.d_state}, channels={self.channels}, mode={self.mode!r}, "
+            f"init={self.init!r}, rank={self.rank}, n_ssm={self.n_ssm}, bidirectional={self.bidirectional}"
+        )
+
+    # ---- canonical parameters -------------------------------------------------------------
+    def ssm_params(self, rate: float = 1.0, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor | None]:
+        """Canonical complex parameters, tiled to H: dt (H,), A (H, N/2), B (H, N/2), C (c', H, N/2),
+        P and Q (r, H, N/2) or None. ``dtype`` is the real precision (default: at least float32)."""
+        if not isinstance(rate, (int, float)) or rate <= 0:
+            raise ValueError(f"rate must be a positive number, got {rate!r}")
+        rdt = dtype or (torch.float64 if self.log_dt.dtype == torch.float64 else torch.float32)
+        tile = self.d_model // self.n_ssm
+
+        def tiled(x: torch.Tensor) -> torch.Tensor:  # (..., n_ssm, N2, 2) -> complex (..., H, N2)
+            x = torch.view_as_complex(x.to(rdt).contiguous())
+            return x.repeat(*([1] * (x.ndim - 2)), tile, 1)
+
+        A = torch.complex(-torch.exp(self.A_real_log.to(rdt)), self.A_imag.to(rdt)).repeat(tile, 1)
+        P = tiled(self.P) if hasattr(self, "P") else None
+        Q = tiled(self.Q) if hasattr(self, "Q") else None
+        return {
+            "dt": torch.exp(self.log_dt.to(rdt)) * rate,
+            "A": A,
+            "B": tiled(self.B),
+            "C": torch.view_as_complex(self.C.to(rdt).contiguous()),
+            "P": P,
+            "Q": Q,
+        }
+
+    def forward(self, L: int, rate: float = 1.0, *, backend: str | None = None) -> torch.Tensor:
+        """The convolution kernel of length L.
+
+        Args:
+            L: kernel length (follows the input length; no fixed maximum).
+            rate: step-size multiplier: ``dt -> dt * rate``. A model trained at sample rate ``sr``
+                runs on audio at ``sr'`` with ``rate = sr / sr'`` (e.g. 0.5 for twice the rate).
+
+        Returns:
+            K: (c', H, L), float32 at least (float64 for a float64 module), where
+            c' = channels (2 * channels when bidirectional: forward kernels first).
+        """
+        with torch.autocast(device_type=self.log_dt.device.type, enabled=False):
+            p = self.ssm_params(rate)
+            return ssm_kernel(
+                p["dt"], p["A"], p["B"], p["C"], L, p["P"], self.discretization, Q=p["Q"], backend=backend
+            )
+
+    # ---- recurrent mode ---------------------------------------------------------------------
+    @torch.no_grad()
+    def dense_system(self, rate: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The discretized full system in float64: dA (H, N, N), dB (H, N), dC (c', H, N)."""
+        p = self.ssm_params(rate, torch.float64)
+        if p["P"] is None:
+            dA, dB, _ = discretize_diag(p["dt"], p["A"], p["B"], self.discretization)
+            return torch.diag_embed(full_pairs(dA)), full_pairs(dB), full_pairs(p["C"])
+        dA, dB = bilinear(p["dt"], dplr_matrix(p["A"], p["P"], p["Q"]), full_pairs(p["B"]))
+        return dA, dB, full_pairs(p["C"])
+
+    @torch.no_grad()
+    def step_constants(
+        self,
+        mode: str = "auto",
+        rate: float = 1.0,
+        *,
+        dtype: torch.dtype = torch.float64,
+        tol: float | None = None,
+        on_fail: str = "fallback",
+        check_length: int = 2048,
+    ) -> StepConstants:
+        """Discretize once for recurrent stepping: computed in float64, returned cast to ``dtype``.
+
+        Modes: 'dense' (O(N^2) per step), 'linear' (Woodbury, O(N r); DPLR), 'diagonal'
+        (elementwise in the eigenbasis: exact for S4D; for DPLR its error is measured once, with
+        the constants rounded to ``dtype``, against the exact kernel over ``check_length`` steps),
+        'auto' (S4D: diagonal; DPLR: diagonal if its self-check passes, else linear). When the check
+        fails (relative max error > ``tol``; default 1e-10 for float64, 1e-5 for float32),
+        ``on_fail='fallback'`` uses 'linear' and ``on_fail='raise'`` raises.
+        """
+        if mode not in STEP_MODES:
+            raise ValueError(f"step mode must be one of {STEP_MODES}, got {mode!r}")
+        if on_fail not in ("fallback", "raise"):
+            raise ValueError(f"on_fail must be 'fallback' or 'raise', got {on_fail!r}")
+        if self.bidirectional:
+            raise RuntimeError("a bidirectional S4 kernel is non-causal and has no recurrent step mode")
+        tol = (1e-10 if dtype == torch.float64 else 1e-5) if tol is None else tol
+        n2 = self.d_state // 2
+        if self.mode == "diag" and mode in ("auto", "diagonal", "linear"):
+            p = self.ssm_params(rate, torch.float64)
+            dA, dB, _ = discretize_diag(p["dt"], p["A"], p["B"], self.discretization)
+            return StepConstants("diagonal", {"dA": dA, "dB": dB, "dC": p["C"]}, n2, True).to(dtype)
+        if mode == "dense":
+            dA, dB, dC = self.dense_system(rate)
+            return StepConstants("dense", {"dA": dA, "dB": dB, "dC": dC}, self.d_state, False).to(dtype)
+        if mode in ("auto", "diagonal"):
+            consts = self._diagonal_constants(rate, check_length, dtype)
+            if consts.check_error <= tol:
+                return consts
+            if mode == "diagonal" and on_fail == "raise":
+                raise RuntimeError(
+                    f"diagonal step mode is inaccurate for these parameters: its kernel differs from the exact "
+                    f"kernel by {consts.check_error:.2e} (relative, > tol={tol:.1e}); the eigenvectors are too "
+                    "ill-conditioned (typical of the HiPPO-LegS init). Use mode='linear' or 'dense'."
+                )
+            lin = self._linear_constants(rate).to(dtype)
+            lin.check_error = consts.check_error
+            return lin
+        return self._linear_constants(rate).to(dtype)
+
+    def _linear_constants(self, rate: float) -> StepConstants:
+        p = self.ssm_params(rate, torch.float64)
+        dt, A, P, Q, B, C = p["dt"], p["A"], p["P"], p["Q"], p["B"], p["C"]
+        if Q is not None:
+            raise NotImplementedError("linear step mode needs Q = P; use mode='dense' for the unconstrained form")
+        hdt = (dt / 2).unsqueeze(-1)  # (H, 1)
+        a = 1 + hdt * A  # (H, N2)
+        d = 1 / (1 - hdt * A)  # (H, N2)
+        dP = d * P  # (r, H, N2)
+        # W = 2/dt I + Pf^H D Pf (real r x r per H): Woodbury for (D^-1 + dt/2 Pf Pf^H)^-1
+        W = 2 * torch.einsum("ihn,jhn->hij", P.conj(), dP).real  # (H, r, r)
+        W = W + torch.diag_embed((2 / dt).unsqueeze(-1).expand(-1, P.shape[0]))
+        tensors = {
+            "a": a, "d": d, "P": P, "dP": dP, "Winv": torch.linalg.inv(W), "hdt": hdt.squeeze(-1),
+            "dtB": dt.unsqueeze(-1) * B, "C": C,
+        }
+        return StepConstants("linear", tensors, self.d_state // 2, True)
+
+    def _diagonal_constants(self, rate: float, check_length: int, dtype: torch.dtype) -> StepConstants:
+        dA, dB, dC = self.dense_system(rate)
+        mu, V = torch.linalg.eig(dA)  # (H, N), (H, N, N)
+        Vinv = torch.linalg.inv(V)
+        dBd = torch.einsum("hmn,hn->hm", Vinv, dB)  # (H, N)
+        dCd = torch.einsum("chn,hnm->chm", dC, V)  # (c, H, N)
+        consts = StepConstants(
+            "diagonal", {"dA": mu, "dB": dBd, "dC": dCd}, self.d_state, False, to_full=V, from_full=Vinv
+        ).to(dtype)
+        # self-check: the kernel of the diagonal form, with its constants and arithmetic in the
+        # state's precision, against the exact float64 kernel
+        L = check_length
+        t = consts.tensors
+        ell = torch.arange(L, dtype=t["dA"].real.dtype)
+        Kd = torch.einsum("chn,hnl->chl", t["dC"] * t["dB"], torch.exp(torch.log(t["dA"]).unsqueeze(-1) * ell))
+        Kd = Kd.real.double()
+        p = self.ssm_params(rate, torch.float64)
+        K = ssm_kernel(p["dt"], p["A"], p["B"], p["C"], L, p["P"], Q=p["Q"], backend="torch")
+        consts.check_error = float((Kd - K).abs().max() / K.abs().max().clamp_min(1e-300))
+        return consts
