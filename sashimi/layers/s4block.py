@@ -203,7 +203,7 @@ class S4Block(nn.Module):
         consts.tensors = {k: v.to(device) for k, v in consts.tensors.items()}
         if consts.to_full is not None:
             consts.to_full, consts.from_full = consts.to_full.to(device), consts.from_full.to(device)
-        cdt = torch.complex64 if consts.tensors["dC" if "dC" in consts.tensors else "C"].dtype == torch.complex64 else torch.complex128
+        cdt = torch.complex64 if dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.complex128
         x = torch.zeros(batch_size, self.d_model, consts.state_size, dtype=cdt, device=device)
         return S4State(x, consts, rate)
 
@@ -273,22 +273,29 @@ def ssm_step(state: S4State, u: torch.Tensor) -> torch.Tensor:
     uc = u.unsqueeze(-1)  # (B, H, 1)
     if consts.mode == "diagonal":
         x.mul_(consts["dA"]).add_(consts["dB"] * uc)
-        y = torch.einsum("chn,bhn->bch", consts["dC"], x)
+        dC = consts["dC"]
+        y = (dC[0] * x).sum(-1).unsqueeze(1) if dC.shape[0] == 1 else torch.einsum("chn,bhn->bch", dC, x)
         return 2 * y.real if consts.two_re else y.real
     if consts.mode == "dense":
         x.copy_(torch.einsum("hmn,bhn->bhm", consts["dA"], x) + consts["dB"] * uc)
         return torch.einsum("chn,bhn->bch", consts["dC"], x).real
-    # linear: x_new = (I - dt/2 A)^-1 ((I + dt/2 A) x + dt B u) with A = Lambda - P P^*, half-size state;
-    # inner products with the full (conjugate-symmetric) state are 2 Re of the half sums.
-    P, dP = consts["P"], consts["dP"]
-    s = 2 * torch.einsum("rhn,bhn->brh", P.conj(), x).real  # (B, r, H): Pf^H x
-    y1 = consts["a"] * x - consts["hdt"].unsqueeze(-1) * torch.einsum("rhn,brh->bhn", P, s.to(x.dtype))
-    y1 = y1 + consts["dtB"] * uc
-    dy = consts["d"] * y1
-    t = 2 * torch.einsum("rhn,bhn->brh", P.conj(), dy).real  # (B, r, H)
-    q = torch.einsum("hij,bjh->bih", consts["Winv"], t)  # (B, r, H)
-    x.copy_(dy - torch.einsum("rhn,brh->bhn", dP, q.to(x.dtype)))
-    return 2 * torch.einsum("chn,bhn->bch", consts["C"], x).real
+    # linear: x' = (I - dt/2 A)^-1 ((I + dt/2 A) x + dt B u) with A = Lambda - P P^* by Woodbury, on the
+    # half-size state; inner products with the full (conjugate-symmetric) state are 2 Re of half sums.
+    t = consts.tensors
+    if t["Winv"].shape[-1] == 1:  # rank 1: broadcasting only
+        s = (t["Pc2"][0] * x).sum(-1).real.unsqueeze(-1)  # (B, H, 1): Pf^H x
+        z = t["da"] * x - t["dhP"][0] * s + t["ddtB"] * uc  # (B, H, N2)
+        q = (t["Pc2"][0] * z).sum(-1).real.unsqueeze(-1) * t["Winv"][:, 0]  # (B, H, 1)
+        x.copy_(z - t["dP"][0] * q)
+    else:
+        s = torch.einsum("rhn,bhn->brh", t["Pc2"], x).real  # (B, r, H)
+        z = t["da"] * x - torch.einsum("rhn,brh->bhn", t["dhP"], s.to(x.dtype)) + t["ddtB"] * uc
+        w = torch.einsum("rhn,bhn->brh", t["Pc2"], z).real  # (B, r, H)
+        q = torch.einsum("hij,bjh->bih", t["Winv"], w)  # (B, r, H)
+        x.copy_(z - torch.einsum("rhn,brh->bhn", t["dP"], q.to(x.dtype)))
+    if t["C2"].shape[0] == 1:
+        return (t["C2"][0] * x).sum(-1).real.unsqueeze(1)  # (B, 1, H)
+    return torch.einsum("chn,bhn->bch", t["C2"], x).real
 
 
 def dense_chunk(

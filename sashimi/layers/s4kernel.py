@@ -70,9 +70,10 @@ class StepConstants:
 
     Shapes (H = d_model, N = d_state, c = channels):
       * ``dense``: dA (H, N, N), dB (H, N), dC (c, H, N); state (B, H, N).
-      * ``linear``: a = 1 + dt/2 Lambda (H, N/2), d = (1 - dt/2 Lambda)^-1 (H, N/2), P (r, H, N/2),
-        dP = d * P (r, H, N/2), hdt = dt/2 (H,), Winv (H, r, r) real, dtB (H, N/2), C (c, H, N/2);
-        state (B, H, N/2) holding one member of each conjugate pair.
+      * ``linear``: with a = 1 + dt/2 Lambda and d = (1 - dt/2 Lambda)^-1: da = d a (H, N/2),
+        dhP = d dt/2 P (r, H, N/2), ddtB = d dt B (H, N/2), Pc2 = 2 conj(P) (r, H, N/2), dP = d P,
+        Winv (H, r, r) real, C2 = 2 C (c, H, N/2); state (B, H, N/2) holding one member of each
+        conjugate pair.
       * ``diagonal``: dA (H, M), dB (H, M), dC (c, H, M) with M = N/2 for S4D (outputs use 2 Re)
         and M = N for an eigendecomposed DPLR system (outputs use Re); state (B, H, M).
     """
@@ -235,6 +236,48 @@ class S4Kernel(nn.Module):
             "Q": Q,
         }
 
+    @torch.no_grad()
+    def load_canonical(
+        self,
+        dt: torch.Tensor,
+        A: torch.Tensor,
+        B: torch.Tensor,
+        C: torch.Tensor,
+        P: torch.Tensor | None = None,
+    ) -> None:
+        """Set the parameters from canonical values (the inverse of :meth:`ssm_params` at rate 1).
+
+        Args:
+            dt: (H,) positive. A: (n_ssm, N/2) complex with Re(A) < 0. B: (n_ssm, N/2) complex.
+            C: (c', H, N/2) complex, canonical (not C~). P: (rank, n_ssm, N/2) complex (DPLR only).
+        """
+        n2 = self.d_state // 2
+        expect = {"dt": (dt, (self.d_model,)), "A": (A, (self.n_ssm, n2)), "B": (B, (self.n_ssm, n2)),
+                  "C": (C, tuple(self.C.shape[:-1]))}
+        if hasattr(self, "P"):
+            if P is None:
+                raise ValueError("P is required for a DPLR kernel")
+            expect["P"] = (P, (self.rank, self.n_ssm, n2))
+        elif P is not None:
+            raise ValueError("P was given but this kernel is diagonal (mode='diag')")
+        for name, (t, shape) in expect.items():
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
+                got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(f"{name} must have shape {shape}, got {got}")
+        if not torch.all(dt > 0):
+            raise ValueError("dt must be positive")
+        if not torch.all(A.real < 0):
+            raise ValueError("A must have a negative real part (the stable parametrization stores log(-Re A))")
+        self.log_dt.copy_(torch.log(dt))
+        self.A_real_log.copy_(torch.log(-A.real))
+        self.A_imag.copy_(A.imag)
+        self.B.copy_(torch.view_as_real(B.to(torch.complex128)))
+        self.C.copy_(torch.view_as_real(C.to(torch.complex128)))
+        if P is not None:
+            self.P.copy_(torch.view_as_real(P.to(torch.complex128)))
+            if hasattr(self, "Q"):
+                self.Q.copy_(self.P)
+
     def forward(self, L: int, rate: float = 1.0, *, backend: str | None = None) -> torch.Tensor:
         """The convolution kernel of length L.
 
@@ -326,9 +369,15 @@ class S4Kernel(nn.Module):
         # W = 2/dt I + Pf^H D Pf (real r x r per H): Woodbury for (D^-1 + dt/2 Pf Pf^H)^-1
         W = 2 * torch.einsum("ihn,jhn->hij", P.conj(), dP).real  # (H, r, r)
         W = W + torch.diag_embed((2 / dt).unsqueeze(-1).expand(-1, P.shape[0]))
+        # one step: z = d (a x - dt/2 P s + dt B u) with s = Pf^H x; x' = z - dP Winv (Pf^H z)
         tensors = {
-            "a": a, "d": d, "P": P, "dP": dP, "Winv": torch.linalg.inv(W), "hdt": hdt.squeeze(-1),
-            "dtB": dt.unsqueeze(-1) * B, "C": C,
+            "da": d * a,  # (H, N2)
+            "dhP": d * hdt * P,  # (r, H, N2)
+            "ddtB": d * dt.unsqueeze(-1) * B,  # (H, N2)
+            "Pc2": 2 * P.conj(),  # (r, H, N2): Pf^H v = Re(sum 2 conj(P) v) for a conjugate-symmetric v
+            "dP": dP,  # (r, H, N2)
+            "Winv": torch.linalg.inv(W),  # (H, r, r)
+            "C2": 2 * C,  # (c, H, N2)
         }
         return StepConstants("linear", tensors, self.d_state // 2, True)
 
