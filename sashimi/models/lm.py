@@ -1,0 +1,308 @@
+"""SaShiMiLM: the autoregressive raw-waveform model (token embedding -> SaShiMi -> logits) and its generation."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, fields
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from sashimi.audio import dequantize, quantize
+from sashimi.models.config import SaShiMiConfig
+from sashimi.models.sashimi import SaShiMi, SaShiMiState
+
+__all__ = ["SaShiMiLM", "SaShiMiLMConfig", "GenerationOutput"]
+
+QUANTIZATIONS = ("mu-law", "linear")
+
+
+@dataclass
+class SaShiMiLMConfig(SaShiMiConfig):
+    """:class:`SaShiMiConfig` plus the data settings the model's tokens mean.
+
+    Attributes:
+        bits: tokens are ``2**bits`` classes (8 for the paper's models).
+        quantization: 'mu-law' (SC09, YouTubeMix) or 'linear' (Beethoven).
+        sample_rate: the audio rate the model was trained at, in Hz.
+    """
+
+    bits: int = 8
+    quantization: str = "mu-law"
+    sample_rate: int = 16000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.bidirectional:
+            raise ValueError("SaShiMiLM is autoregressive: bidirectional must be False")
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 1 <= self.bits <= 16:
+            raise ValueError(f"bits must be an int in [1, 16], got {self.bits!r}")
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}")
+        if isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, int) or self.sample_rate < 1:
+            raise ValueError(f"sample_rate must be a positive int (Hz), got {self.sample_rate!r}")
+
+    @property
+    def n_classes(self) -> int:
+        return 2**self.bits
+
+    @property
+    def zero_token(self) -> int:
+        """The token of silence, fed as the first input (``2**(bits-1)``)."""
+        return 2 ** (self.bits - 1)
+
+    def backbone_config(self) -> SaShiMiConfig:
+        return SaShiMiConfig(**{f.name: getattr(self, f.name) for f in fields(SaShiMiConfig)})
+
+
+@dataclass
+class GenerationOutput:
+    """Result of :meth:`SaShiMiLM.generate`.
+
+    Attributes:
+        waveform: (B, T) float32 in [-1, 1], decoded with the model's quantization.
+        tokens: (B, T) int64.
+        log_likelihood: (B,) float64: sum over all T tokens of log p(token | past) in nats, from the
+            untempered model (the prompt's tokens included).
+        sample_rate: Hz.
+    """
+
+    waveform: torch.Tensor
+    tokens: torch.Tensor
+    log_likelihood: torch.Tensor
+    sample_rate: int
+
+    @property
+    def bits_per_sample(self) -> torch.Tensor:
+        """(B,) negative log-likelihood per token in bits (the paper's NLL metric)."""
+        return -self.log_likelihood / self.tokens.shape[1] / math.log(2)
+
+
+class SaShiMiLM(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="sashimi-audio",
+    tags=["audio", "raw-waveform", "sashimi", "s4", "state-space-model"],
+    paper_url="https://arxiv.org/abs/2202.09729",
+):
+    """Autoregressive waveform model: ``Embedding(2**bits, d_model) -> SaShiMi -> Linear(d_model, 2**bits)``.
+
+    Inputs are token sequences shifted right by one with the zero token in front
+    (``x = [zero, q_0, ..., q_{L-2}]``), outputs the logits of ``q`` at every position.
+    """
+
+    def __init__(self, config: SaShiMiLMConfig | dict | None = None) -> None:
+        super().__init__()
+        config = SaShiMiLMConfig() if config is None else config
+        if isinstance(config, dict):  # as read from config.json by from_pretrained
+            config = SaShiMiLMConfig.from_dict(config)
+        if not isinstance(config, SaShiMiLMConfig):
+            raise TypeError(f"config must be a SaShiMiLMConfig, got {type(config).__name__}")
+        if config.transposed:
+            raise ValueError("SaShiMiLM takes token sequences (B, L): config.transposed must be False")
+        self.config = config
+        self.encoder = nn.Embedding(config.n_classes, config.d_model)
+        self.backbone = SaShiMi(config.backbone_config())
+        self.decoder = nn.Linear(config.d_model, config.n_classes)
+
+    # ---- helpers ---------------------------------------------------------------------------------
+    def _check_tokens(self, tokens: object, ndim: int, name: str = "tokens") -> torch.Tensor:
+        shape = "(B, L)" if ndim == 2 else "(B,)"
+        if not isinstance(tokens, torch.Tensor):
+            raise TypeError(f"{name} must be an int64 tensor of shape {shape}, got {type(tokens).__name__}")
+        if tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise TypeError(f"{name} must be an integer tensor of shape {shape}, got dtype {tokens.dtype}")
+        if tokens.ndim != ndim or (ndim == 2 and tokens.shape[1] == 0):
+            raise ValueError(f"{name} must have shape {shape} with L >= 1, got {tuple(tokens.shape)}")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.config.n_classes):
+            raise ValueError(
+                f"{name} out of range: expected values in [0, {self.config.n_classes}) for bits={self.config.bits}, "
+                f"got [{int(tokens.min())}, {int(tokens.max())}]"
+            )
+        return tokens.long()
+
+    def shift_right(self, targets: torch.Tensor) -> torch.Tensor:
+        """(B, L) targets -> (B, L) inputs ``[zero, q_0, ..., q_{L-2}]``."""
+        zero = torch.full_like(targets[:, :1], self.config.zero_token)
+        return torch.cat([zero, targets[:, :-1]], dim=1)
+
+    # ---- sequence mode ---------------------------------------------------------------------------
+    def forward(
+        self, tokens: torch.Tensor, state: SaShiMiState | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, SaShiMiState]:
+        """Logits for every position.
+
+        Args:
+            tokens: (B, L) int input tokens (already shifted: see :meth:`shift_right`).
+            state: optional stream state; the chunk continues it and the state is returned too.
+
+        Returns:
+            logits: (B, L, 2**bits), and the state when one was given.
+        """
+        tokens = self._check_tokens(tokens, 2)
+        h = self.encoder(tokens)  # (B, L, H)
+        if state is None:
+            return self.decoder(self.backbone(h))
+        h, state = self.backbone(h, state)
+        return self.decoder(h), state
+
+    @torch.no_grad()
+    def log_likelihood(self, audio_or_tokens: torch.Tensor, *, batch_first: bool = True) -> torch.Tensor:
+        """Negative log-likelihood in bits per sample (the paper's NLL), in convolution mode.
+
+        Args:
+            audio_or_tokens: (B, T) or (T,) waveform in [-1, 1] (quantized with the model's settings)
+                or int tokens (the targets q).
+
+        Returns:
+            (B,) bits per sample.
+        """
+        x = audio_or_tokens
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"audio_or_tokens must be a tensor, got {type(x).__name__}")
+        if x.ndim == 1:
+            x = x.unsqueeze(0)
+        if x.is_floating_point():
+            x = quantize(x, bits=self.config.bits, quantization=self.config.quantization)
+        targets = self._check_tokens(x.to(self.decoder.weight.device), 2, "audio_or_tokens")
+        logits = self(self.shift_right(targets)).float()  # (B, T, C)
+        nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(dim=1)  # (B,) nats
+        return nll / math.log(2)
+
+    # ---- recurrent mode --------------------------------------------------------------------------
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+        mode: str = "auto",
+    ) -> SaShiMiState:
+        """A fresh stream state (see :meth:`SaShiMi.init_state`)."""
+        return self.backbone.init_state(batch_size, device=device, dtype=dtype, mode=mode)
+
+    def step(self, tokens: torch.Tensor, state: SaShiMiState) -> tuple[torch.Tensor, SaShiMiState]:
+        """One step: (B,) input tokens -> (B, 2**bits) logits of the next token; the state is updated in place."""
+        tokens = self._check_tokens(tokens, 1)
+        h, state = self.backbone.step(self.encoder(tokens), state)
+        return self.decoder(h), state
+
+    @torch.no_grad()
+    def prefill(self, prompt_tokens: torch.Tensor, mode: str = "auto") -> tuple[torch.Tensor, SaShiMiState]:
+        """Run an input prompt in convolution mode, returning its logits and the state after it.
+
+        Equal to stepping through ``prompt_tokens`` from a fresh state (to float precision).
+
+        Args:
+            prompt_tokens: (B, P) input tokens (shifted: the first is normally the zero token).
+
+        Returns:
+            logits (B, P, 2**bits), state.
+        """
+        prompt_tokens = self._check_tokens(prompt_tokens, 2, "prompt_tokens")
+        state = self.init_state(prompt_tokens.shape[0], device=self.decoder.weight.device)
+        return self(prompt_tokens, state)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        batch_size: int,
+        num_samples: int,
+        prompt: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        progress: bool = True,
+        mode: str = "auto",
+    ) -> GenerationOutput:
+        """Sample waveforms autoregressively in step mode.
+
+        Args:
+            batch_size: B.
+            num_samples: T, total length including the prompt.
+            prompt: optional (B, P) or (P,) int tokens or float waveform in [-1, 1] (quantized with
+                the model's settings): the first P <= T output tokens.
+            temperature: softmax temperature for sampling (> 0); the returned likelihood is untempered.
+            top_p: nucleus sampling mass in (0, 1].
+            generator: torch.Generator for reproducible sampling.
+            progress: show a tqdm bar with samples/s and the real-time factor.
+            mode: S4 step discretization (see :meth:`S4Block.init_state`).
+        """
+        cfg = self.config
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        if not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+        device = self.decoder.weight.device
+        tokens = torch.empty(batch_size, num_samples, dtype=torch.long, device=device)
+        ll = torch.zeros(batch_size, dtype=torch.float64, device=device)
+        start = 0
+        if prompt is not None:
+            p = prompt.unsqueeze(0) if prompt.ndim == 1 else prompt
+            if p.is_floating_point():
+                p = quantize(p, bits=cfg.bits, quantization=cfg.quantization)
+            p = self._check_tokens(p.to(device), 2, "prompt")
+            if p.shape[0] == 1 and batch_size > 1:
+                p = p.expand(batch_size, -1)
+            if p.shape[0] != batch_size:
+                raise ValueError(f"prompt has batch size {p.shape[0]}, expected 1 or batch_size={batch_size}")
+            if p.shape[1] > num_samples:
+                raise ValueError(f"prompt has {p.shape[1]} samples, longer than num_samples={num_samples}")
+            start = p.shape[1]
+            tokens[:, :start] = p
+            logits, state = self.prefill(self.shift_right(p), mode=mode) if start > 1 else (None, None)
+            if state is None:  # a one-token prompt: step the zero token
+                state = self.init_state(batch_size, device=device, mode=mode)
+                logits = self.step(torch.full((batch_size,), cfg.zero_token, device=device), state)[0].unsqueeze(1)
+            logp = torch.log_softmax(logits.double(), dim=-1)  # (B, P, C)
+            ll += logp.gather(-1, p.unsqueeze(-1)).squeeze(-1).sum(dim=1)
+            if start == num_samples:
+                return self._output(tokens, ll)
+            logits, _ = self.step(p[:, -1], state)  # logits of token `start`
+        else:
+            state = self.init_state(batch_size, device=device, mode=mode)
+            logits, _ = self.step(torch.full((batch_size,), cfg.zero_token, device=device), state)
+
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=num_samples - start, unit="step", desc="generating", leave=False)
+        t0 = time.perf_counter()
+        for t in range(start, num_samples):
+            logp = torch.log_softmax(logits.double(), dim=-1)  # (B, C)
+            nxt = _sample(logp, temperature, top_p, generator)  # (B,)
+            tokens[:, t] = nxt
+            ll += logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
+            if t + 1 < num_samples:
+                logits, _ = self.step(nxt, state)
+            if bar is not None and (t % 256 == 0 or t + 1 == num_samples):
+                done = t + 1 - start
+                rate = done * batch_size / max(time.perf_counter() - t0, 1e-9)
+                bar.update(done - bar.n)
+                bar.set_postfix(samples_per_s=f"{rate:,.0f}", rtf=f"{rate / cfg.sample_rate:.3f}")
+        if bar is not None:
+            bar.close()
+        return self._output(tokens, ll)
+
+    def _output(self, tokens: torch.Tensor, ll: torch.Tensor) -> GenerationOutput:
+        cfg = self.config
+        wav = dequantize(tokens.cpu(), bits=cfg.bits, quantization=cfg.quantization).float()
+        return GenerationOutput(wav, tokens.cpu(), ll.cpu(), cfg.sample_rate)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def _sample(logp: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Sample from log-probabilities (B, C) with temperature and nucleus (top-p) filtering."""
+    probs = torch.softmax(logp / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, idx = probs.sort(dim=-1, descending=True)
+        keep = sorted_p.cumsum(dim=-1) - sorted_p < top_p  # always keeps the most likely class
+        sorted_p = sorted_p * keep
+        probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
+    probs = probs / probs.sum(dim=-1, keepdim=True)
+    return torch.multinomial(probs.float(), 1, generator=generator).squeeze(-1)
