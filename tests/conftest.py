@@ -13,6 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# Tiny matrix ops dominate these tests; with several OpenMP threads on a small (or busy) machine
+# they run far slower than on one.
+torch.set_num_threads(1)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = REPO_ROOT.parent / "shared" / "reference"
 

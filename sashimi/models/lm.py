@@ -182,6 +182,14 @@ class SaShiMiLM(
     def step(self, tokens: torch.Tensor, state: SaShiMiState) -> tuple[torch.Tensor, SaShiMiState]:
         """One step: (B,) input tokens -> (B, 2**bits) logits of the next token; the state is updated in place."""
         tokens = self._check_tokens(tokens, 1)
+        if isinstance(state, SaShiMiState):
+            want = torch.complex64 if self.decoder.weight.dtype != torch.float64 else torch.complex128
+            got = next((s.x.dtype for s in _s4_states(state)), want)
+            if got != want:
+                raise TypeError(
+                    f"state dtype {got} does not match the model's dtype {self.decoder.weight.dtype} "
+                    f"(expected {want}): make it with init_state(batch_size) on this model"
+                )
         h, state = self.backbone.step(self.encoder(tokens), state)
         return self.decoder(h), state
 
@@ -294,6 +302,13 @@ class SaShiMiLM(
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def _s4_states(state: SaShiMiState):
+    """The S4 layer states inside a backbone state."""
+    for tier in [*state.down, *state.up]:
+        yield from (s for s in tier.blocks if s is not None and hasattr(s, "x"))
+    yield from (s for s in state.center if s is not None and hasattr(s, "x"))
 
 
 def _sample(logp: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:

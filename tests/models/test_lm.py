@@ -1,0 +1,212 @@
+"""SaShiMiLM: step == forward on logits, prefill, generation (reproducible, prompts, exact likelihoods),
+long-run stability, the CLI, and input validation."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sashimi.audio import save_audio
+from sashimi.data.synth import tone
+from sashimi.models.lm import SaShiMiLM, SaShiMiLMConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def small_lm(dtype=torch.float64, seed=0, **kw) -> SaShiMiLM:
+    torch.manual_seed(seed)
+    args = dict(d_model=16, n_layers=2, d_state=16)
+    args.update(kw)
+    return SaShiMiLM(SaShiMiLMConfig(**args)).to(dtype).eval()
+
+
+def rel_err(a, b) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.mark.parametrize("unet", [False, True])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
+@pytest.mark.parametrize("L", [1, 37, 4096])
+def test_step_equals_forward_logits(unet, dtype, tol, L):
+    # at L = 4096 one S4 + FF block per tier keeps 4096 Python-level steps affordable
+    lm = small_lm(dtype, unet=unet, n_layers=1 if L == 4096 else 2)
+    tokens = torch.randint(0, 256, (2, L), generator=torch.Generator().manual_seed(L))
+    with torch.no_grad():
+        logits = lm(tokens)
+        state = lm.init_state(2)
+        steps = torch.stack([lm.step(tokens[:, t], state)[0] for t in range(L)], dim=1)
+    assert steps.shape == logits.shape == (2, L, 256)
+    assert rel_err(steps, logits) < tol
+
+
+def test_prefill_then_step_equals_stepping():
+    lm = small_lm()
+    tokens = torch.randint(0, 256, (2, 61), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        state = lm.init_state(2)
+        stepped = torch.stack([lm.step(tokens[:, t], state)[0] for t in range(61)], dim=1)
+        logits, state2 = lm.prefill(tokens[:, :27])  # 27: not a multiple of the pooling window
+        rest = torch.stack([lm.step(tokens[:, t], state2)[0] for t in range(27, 61)], dim=1)
+    assert rel_err(torch.cat([logits, rest], dim=1), stepped) < 1e-9
+
+
+def test_state_clone_restore():
+    lm = small_lm()
+    tokens = torch.randint(0, 256, (2, 40), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        state = lm.init_state(2)
+        for t in range(13):
+            lm.step(tokens[:, t], state)
+        saved = state.clone()
+        a = [lm.step(tokens[:, t], state)[0] for t in range(13, 40)]
+        b = [lm.step(tokens[:, t], saved)[0] for t in range(13, 40)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_generate_is_reproducible_and_likelihood_exact():
+    lm = small_lm(torch.float32)
+    out1 = lm.generate(3, 300, generator=torch.Generator().manual_seed(0), progress=False)
+    out2 = lm.generate(3, 300, generator=torch.Generator().manual_seed(0), progress=False)
+    assert torch.equal(out1.tokens, out2.tokens)
+    assert out1.waveform.shape == (3, 300) and out1.waveform.abs().max() <= 1
+    out3 = lm.generate(3, 300, generator=torch.Generator().manual_seed(1), progress=False)
+    assert not torch.equal(out1.tokens, out3.tokens)
+    # the likelihood accumulated while stepping equals a convolution-mode recomputation
+    nll_conv = lm.log_likelihood(out1.tokens) * math.log(2)  # nats per sample
+    nll_gen = -out1.log_likelihood / 300
+    assert (nll_conv - nll_gen).abs().max() < 1e-3
+
+
+def test_generate_with_prompt():
+    lm = small_lm(torch.float32)
+    gen = torch.Generator().manual_seed(0)
+    prompt = torch.randint(0, 256, (2, 45), generator=gen)
+    out = lm.generate(2, 120, prompt=prompt, generator=gen, progress=False)
+    assert torch.equal(out.tokens[:, :45], prompt)
+    nll_conv = lm.log_likelihood(out.tokens) * math.log(2)
+    assert (nll_conv + out.log_likelihood / 120).abs().max() < 1e-3
+    # a waveform prompt is quantized with the model's settings; one prompt for the whole batch
+    wave = tone(440.0, 0.002, sample_rate=16000)
+    out = lm.generate(3, 50, prompt=wave, generator=gen, progress=False)
+    assert torch.equal(out.tokens[0, : wave.numel()], out.tokens[2, : wave.numel()])
+
+
+def test_temperature_and_top_p():
+    lm = small_lm(torch.float32)
+    gen = torch.Generator().manual_seed(0)
+    cold = lm.generate(2, 64, temperature=0.05, generator=gen, progress=False)
+    greedy_like = lm.generate(2, 64, top_p=1e-6, generator=gen, progress=False)  # keeps only the argmax
+    with torch.no_grad():
+        logits = lm(lm.shift_right(greedy_like.tokens))
+    assert torch.equal(logits.argmax(-1), greedy_like.tokens)
+    assert cold.tokens.shape == (2, 64)
+
+
+def test_log_likelihood_of_audio_matches_tokens():
+    from sashimi.audio import quantize
+
+    lm = small_lm(torch.float32)
+    wave = tone(300.0, 0.01, sample_rate=16000).unsqueeze(0)
+    assert torch.allclose(lm.log_likelihood(wave), lm.log_likelihood(quantize(wave, bits=8)))
+
+
+@pytest.mark.slow
+def test_200k_generation_steps_stay_finite():
+    lm = small_lm(torch.float32, d_model=8, n_layers=1, d_state=8)
+    out = lm.generate(4, 200_000, generator=torch.Generator().manual_seed(0), progress=False)
+    assert torch.isfinite(out.waveform).all() and torch.isfinite(out.log_likelihood).all()
+    assert out.tokens.min() >= 0 and out.tokens.max() < 256
+
+
+def test_bad_inputs():
+    lm = small_lm(torch.float32)
+    state = lm.init_state(2)
+    with pytest.raises(ValueError, match="batch size"):
+        lm.step(torch.zeros(3, dtype=torch.long), state)
+    with pytest.raises(ValueError, match=r"out of range.*\[0, 256\)"):
+        lm.step(torch.tensor([0, 256]), state)
+    with pytest.raises(ValueError, match=r"out of range"):
+        lm(torch.tensor([[-1, 3]]))
+    with pytest.raises(TypeError, match="integer"):
+        lm.step(torch.zeros(2), state)
+    state64 = lm.init_state(2, dtype=torch.float64)
+    with pytest.raises((TypeError, ValueError), match="dtype"):
+        lm.step(torch.zeros(2, dtype=torch.long), state64)
+    with pytest.raises(ValueError, match="longer than num_samples"):
+        lm.generate(1, 10, prompt=torch.zeros(1, 11, dtype=torch.long), progress=False)
+    with pytest.raises(ValueError, match="bits"):
+        SaShiMiLMConfig(bits=0)
+    with pytest.raises(ValueError, match="quantization"):
+        SaShiMiLMConfig(quantization="alaw")
+    with pytest.raises(ValueError, match="unknown"):
+        SaShiMiLMConfig.from_dict({"d_model": 8, "colour": "red"})
+
+
+# ---- CLI ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model")
+    small_lm(torch.float32, d_model=8, n_layers=1, d_state=8).save_pretrained(path)
+    return path
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # small ops: one thread is fastest on a small machine
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sashimi", *args], capture_output=True, text=True, cwd=REPO, env=ENV)
+
+
+def test_cli_generate_and_info(saved_model, tmp_path):
+    import soundfile as sf
+
+    out = tmp_path / "out"
+    r = _cli("generate", "--model", str(saved_model), "--seconds", "0.01", "--batch-size", "2", "--out", str(out),
+             "--sort", "--quiet")
+    assert r.returncode == 0, r.stderr
+    files = sorted(out.glob("*.wav"))
+    assert len(files) == 2
+    data, sr = sf.read(files[0])
+    assert sr == 16000 and data.shape == (160,)
+    lines = [line for line in r.stdout.splitlines() if "bits/sample=" in line]
+    bits = [float(line.split("bits/sample=")[1]) for line in lines]
+    assert bits == sorted(bits)  # sorted by likelihood, most likely first
+    r = _cli("info", str(saved_model))
+    assert r.returncode == 0 and "parameters:" in r.stdout and "d_model: 8" in r.stdout
+
+
+def test_cli_prompt_errors_write_nothing(saved_model, tmp_path):
+    prompt = tmp_path / "p.wav"
+    save_audio(prompt, tone(440.0, 0.05, sample_rate=8000), 8000)
+    out = tmp_path / "out"
+    r = _cli("generate", "--model", str(saved_model), "--seconds", "0.2", "--prompt", str(prompt), "--out", str(out),
+             "--quiet")
+    assert r.returncode != 0 and "resample" in r.stderr
+    assert not out.exists()
+    long_prompt = tmp_path / "long.wav"
+    save_audio(long_prompt, tone(440.0, 0.5, sample_rate=16000), 16000)
+    r = _cli("generate", "--model", str(saved_model), "--seconds", "0.1", "--prompt", str(long_prompt), "--out",
+             str(out), "--quiet")
+    assert r.returncode != 0 and "longer" in r.stderr + r.stdout
+    assert not out.exists()
+    # with --resample the 8 kHz prompt is accepted
+    r = _cli("generate", "--model", str(saved_model), "--seconds", "0.06", "--prompt", str(prompt), "--resample",
+             "--out", str(out), "--quiet", "--batch-size", "1")
+    assert r.returncode == 0, r.stderr
+    assert len(list(out.glob("*.wav"))) == 1
+
+
+def test_stream_generate_example_runs():
+    r = subprocess.run([sys.executable, str(REPO / "examples" / "stream_generate.py")], capture_output=True, text=True,
+                       cwd=REPO, env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert "max |prefill+step - conv|" in r.stdout
