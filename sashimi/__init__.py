@@ -1,7 +1,18 @@
 """sashimi-audio: SaShiMi raw-waveform audio models with S4 layers whose step mode equals their convolution mode."""
 
 from sashimi.layers import S4Block, S4Kernel, S4State
+from sashimi.models import BiSaShiMi, SaShiMi, SaShiMiConfig, SaShiMiLM, SaShiMiLMConfig
 
 __version__ = "0.1.0"
 
-__all__ = ["S4Block", "S4Kernel", "S4State", "__version__"]
+__all__ = [
+    "S4Block",
+    "S4Kernel",
+    "S4State",
+    "SaShiMi",
+    "BiSaShiMi",
+    "SaShiMiConfig",
+    "SaShiMiLM",
+    "SaShiMiLMConfig",
+    "__version__",
+]
