@@ -12,23 +12,9 @@ import torch
 from sashimi.convert import convert_standalone_state_dict, detilde, standalone_config
 from sashimi.kernels import c_tilde
 from sashimi.models import BiSaShiMi, SaShiMi
+from sashimi.testing import rel_err
 
 CASES = ["sashimi_standalone_d16_nl2", "sashimi_standalone_d16_nl2_unet", "sashimi_standalone_d16_nl2_bidirectional"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # the small dense solves here gain nothing from threads, and on a busy 2-core machine OpenMP
-    # spinning makes them 100x slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double(), b.detach().double()
-    return float((a - b).abs().max() / b.abs().max())
 
 
 def load_raw(reference_dir, case: str) -> tuple[dict[str, torch.Tensor], dict]:

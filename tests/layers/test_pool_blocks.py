@@ -7,21 +7,7 @@ import pytest
 import torch
 
 from sashimi.layers import DownPool, FFBlock, PoolState, ResidualBlock, S4Block, ScalarChannelNorm, UpPool
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # the small dense solves and per-step ops here gain nothing from threads, and on a busy 2-core
-    # machine OpenMP spinning makes them up to 100x slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double(), b.detach().double()
-    return float((a - b).abs().max() / b.abs().max())
+from sashimi.testing import rel_err
 
 
 # ---- DownPool ------------------------------------------------------------------------------

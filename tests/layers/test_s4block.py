@@ -13,12 +13,7 @@ from hypothesis import strategies as st
 from sashimi import S4Block, S4Kernel
 from sashimi.kernels import ssm_kernel
 from sashimi.optim import param_groups
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max |a - b| / max |b|."""
-    a, b = a.detach().double(), b.detach().double()
-    return float((a - b).abs().max() / b.abs().max())
+from sashimi.testing import rel_err
 
 
 def run_steps(block: S4Block, x: torch.Tensor, **kw) -> tuple[torch.Tensor, object]:

@@ -15,6 +15,7 @@ import torch
 from sashimi.audio import save_audio
 from sashimi.data.synth import tone
 from sashimi.models.lm import SaShiMiLM, SaShiMiLMConfig
+from sashimi.testing import rel_err
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,11 +25,6 @@ def small_lm(dtype=torch.float64, seed=0, **kw) -> SaShiMiLM:
     args = dict(d_model=16, n_layers=2, d_state=16)
     args.update(kw)
     return SaShiMiLM(SaShiMiLMConfig(**args)).to(dtype).eval()
-
-
-def rel_err(a, b) -> float:
-    a, b = a.detach().double(), b.detach().double()
-    return float((a - b).abs().max() / b.abs().max())
 
 
 @pytest.mark.parametrize("unet", [False, True])
