@@ -1,4 +1,4 @@
-"""Command line: ``sashimi generate`` and ``sashimi info``."""
+"""Command line: ``sashimi generate``, ``sashimi info``, ``sashimi convert`` and ``sashimi push``."""
 
 from __future__ import annotations
 
@@ -10,10 +10,56 @@ __all__ = ["main"]
 
 
 def _load_model(spec: str):
-    """A SaShiMiLM from a local folder (config.json + model.safetensors) or a Hub id."""
+    """A SaShiMiLM from a local folder (config.json + model.safetensors), a registry name such as
+    ``sashimi-sc09`` (downloaded, converted once and cached: see :mod:`sashimi.hub`) or a Hub id."""
     from sashimi.models.lm import SaShiMiLM
 
-    return SaShiMiLM.from_pretrained(spec)
+    try:
+        return SaShiMiLM.from_pretrained(spec)
+    except (ValueError, FileNotFoundError, TypeError):
+        raise
+    except OSError as err:  # a Hub / network failure
+        raise SystemExit(f"error: could not load {spec!r}: {err}") from None
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    import torch
+
+    from sashimi.models.lm import SaShiMiLM
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: --out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise SystemExit(f"error: --out {out} is not empty (use --force to overwrite its model files)")
+    dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
+    model = SaShiMiLM.from_state_spaces(args.file, variant=args.variant, dt_transform=args.dt_transform, dtype=dtype)
+    if args.force:
+        for name in ("config.json", "model.safetensors", "README.md"):
+            (out / name).unlink(missing_ok=True)
+    model.save_pretrained(out, model_card_kwargs={"repo_id": args.repo_id} if args.repo_id else None)
+    info = model._conversion_info
+    print(f"converted {args.file} ({info['layout']} layout, variant {args.variant}) -> {out}")
+    print(f"  parameters: {model.num_parameters():,}  {model.config.quantization} {model.config.bits}-bit "
+          f"{model.config.sample_rate} Hz")
+    print(f"  load it with SaShiMiLM.from_pretrained({str(out)!r}) or publish it with: sashimi push {out} USER/REPO")
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from sashimi.hub import push_folder
+
+    try:
+        url = push_folder(
+            args.model_dir, args.repo_id, token=args.token, private=True if args.private else None,
+            branch=args.branch, commit_message=args.message, create_pr=args.create_pr,
+        )
+    except (ValueError, FileNotFoundError, TypeError):
+        raise
+    except OSError as err:  # a Hub / network failure
+        raise SystemExit(f"error: pushing {args.model_dir} to {args.repo_id} failed: {err}") from None
+    print(url)
+    return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -94,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="sample audio from a model")
-    gen.add_argument("--model", required=True, help="local model folder or Hub id")
+    gen.add_argument(
+        "--model", required=True, help="local model folder, Hub id, or pretrained name (e.g. sashimi-sc09)"
+    )
     gen.add_argument("--seconds", type=float, default=2.0)
     gen.add_argument("--batch-size", type=int, default=4)
     gen.add_argument("--prompt", default=None, help="a WAV file whose audio starts every sample")
@@ -109,8 +157,37 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=_cmd_generate)
 
     info = sub.add_parser("info", help="print a model's config and parameter count")
-    info.add_argument("model", help="local model folder or Hub id")
+    info.add_argument("model", help="local model folder, Hub id, or pretrained name (e.g. sashimi-sc09)")
     info.set_defaults(func=_cmd_info)
+
+    from sashimi.convert.state_spaces import DT_TRANSFORMS, VARIANTS
+
+    conv = sub.add_parser("convert", help="convert an official checkpoint into a Hub-ready model folder")
+    conv_sub = conv.add_subparsers(dest="source", required=True)
+    ss = conv_sub.add_parser(
+        "state-spaces", help="a state-spaces/s4 release checkpoint (.pt read with weights_only=True, or .safetensors)"
+    )
+    ss.add_argument("file", help="the release file, e.g. sashimi_sc09.pt")
+    ss.add_argument("--variant", required=True, choices=sorted(VARIANTS), help="architecture and data settings")
+    ss.add_argument("--out", required=True, help="output folder (config.json, model.safetensors, README.md)")
+    ss.add_argument(
+        "--dt-transform", default="exp", choices=DT_TRANSFORMS,
+        help="v4 key layout only: exp for the official ports (default), softplus for v4-native training",
+    )
+    ss.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ss.add_argument("--repo-id", default=None, help="Hub id to show in the model card's usage example")
+    ss.add_argument("--force", action="store_true", help="write into a non-empty --out folder")
+    ss.set_defaults(func=_cmd_convert)
+
+    push = sub.add_parser("push", help="upload a saved model folder to a Hub model repo")
+    push.add_argument("model_dir", help="folder with config.json and model.safetensors")
+    push.add_argument("repo_id", help="USER/REPO on the Hugging Face Hub")
+    push.add_argument("--private", action="store_true", help="create the repo as private")
+    push.add_argument("--branch", default=None, help="upload to this branch (created if needed)")
+    push.add_argument("--message", default=None, help="commit message")
+    push.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    push.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
+    push.set_defaults(func=_cmd_push)
     return parser
 
 

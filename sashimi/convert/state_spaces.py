@@ -42,7 +42,6 @@ build arbitrary objects or run code is refused (:class:`UnsafeCheckpointError`).
 
 from __future__ import annotations
 
-import math
 import os
 import pickle
 import re
@@ -138,8 +137,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no checkpoint file at {p}")
-    head = p.read_bytes()[:8] if p.stat().st_size >= 8 else b""
-    if p.suffix == ".safetensors" or (len(head) == 8 and not head.startswith(b"PK") and head[:1] != b"\x80"):
+    with open(p, "rb") as f:
+        head = f.read(8)
+    # torch.save writes a zip archive ("PK...") or, in the legacy format, a pickle (b"\x80..."); a
+    # safetensors file starts with the 8-byte length of its JSON header
+    pickled = head.startswith(b"PK") or head.startswith(b"\x80")
+    if p.suffix == ".safetensors" or (len(head) == 8 and not pickled):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -211,9 +214,6 @@ def _variant(variant: str) -> Variant:
 def _squeeze_conv(w: torch.Tensor) -> torch.Tensor:
     """(out, in, 1) 1x1-convolution weight -> (out, in)."""
     return w.squeeze(-1) if w.ndim == 3 and w.shape[-1] == 1 else w
-
-
-_BLOCK_CHILD = re.compile(r"^(layer|norm)\.")
 
 
 class _Mapper:
@@ -499,6 +499,10 @@ def load_state_spaces(
             f"path_or_state_dict must be a file path or a dict of tensors, got {type(path_or_state_dict).__name__}"
         )
     layout = detect_layout(sd)
+    if dtype is not None:  # convert in the target precision (C is de-tilded in float64 either way)
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     new_sd, config = convert_state_spaces_state_dict(sd, variant, dt_transform=dt_transform)
     model = cls(config)
     floats = {t.dtype for t in new_sd.values() if t.is_floating_point()}

@@ -303,6 +303,93 @@ class SaShiMiLM(
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    # ---- Hub and conversion (the logic lives in sashimi.hub and sashimi.convert.state_spaces) -----
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str,
+        *,
+        revision: str | None = None,
+        cache_dir: str | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        map_location: str | torch.device = "cpu",
+        dtype: torch.dtype | str | None = None,
+        strict: bool = True,
+    ) -> "SaShiMiLM":
+        """Load a model from a local folder, a Hub repo id, or a known pretrained name.
+
+        Args:
+            pretrained_model_name_or_path: a folder with ``config.json`` + ``model.safetensors``; a
+                registry name such as ``"sashimi-sc09"`` (see :func:`sashimi.hub.list_pretrained`: the
+                official release file is downloaded, converted once and cached); or a Hub repo id.
+            revision, cache_dir, force_download, local_files_only, token: as for ``hf_hub_download``.
+            map_location: device of the returned model.
+            dtype: cast the model to this floating dtype (default: the dtype stored in the file).
+            strict: missing or unexpected tensors are an error (default); wrong shapes always are.
+
+        Only safetensors weights are read (never a pickle). Returns the model in eval mode.
+        """
+        from sashimi.hub import load_pretrained
+
+        return load_pretrained(
+            cls, pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
+            force_download=force_download, local_files_only=local_files_only, token=token,
+            map_location=map_location, dtype=dtype, strict=strict,
+        )
+
+    @classmethod
+    def _from_pretrained(
+        cls, *, model_id: str, revision: str | None, cache_dir: str | None, force_download: bool,
+        local_files_only: bool, token: str | bool | None, map_location: str | torch.device = "cpu",
+        dtype: torch.dtype | str | None = None, strict: bool = True, **model_kwargs,
+    ) -> "SaShiMiLM":
+        # the mixin's hook: same strict, safetensors-only loader (the config comes from config.json)
+        from sashimi.hub import load_pretrained
+
+        return load_pretrained(
+            cls, model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
+            local_files_only=local_files_only, token=token, map_location=map_location, dtype=dtype, strict=strict,
+        )
+
+    def _save_pretrained(self, save_directory) -> None:
+        from sashimi.hub import save_model_files
+
+        save_model_files(self, save_directory)
+
+    def generate_model_card(self, *args, **kwargs):
+        from sashimi.hub import model_card
+
+        return model_card(self, **kwargs)
+
+    @classmethod
+    def from_state_spaces(
+        cls,
+        path_or_state_dict,
+        variant: str = "sc09",
+        *,
+        dt_transform: str = "exp",
+        dtype: torch.dtype | None = None,
+        map_location: str | torch.device = "cpu",
+    ) -> "SaShiMiLM":
+        """Build a model from an official state-spaces/s4 release checkpoint (no Hydra needed).
+
+        Args:
+            path_or_state_dict: a ``.pt``/``.ckpt`` file (read with ``torch.load(weights_only=True)``
+                only), a ``.safetensors`` file, or a state dict. v3 and v4 key layouts are detected.
+            variant: 'sc09', 'youtubemix', 'beethoven' or 'sc09-unet': fixes the architecture and the
+                data settings (see :data:`sashimi.convert.state_spaces.VARIANTS`).
+            dt_transform: v4 layout only: 'exp' (the official ports) or 'softplus' (v4-native training).
+            dtype: cast to this dtype (default: the checkpoint's, float32 for the release files).
+            map_location: device of the returned model.
+        """
+        from sashimi.convert.state_spaces import load_state_spaces
+
+        return load_state_spaces(
+            cls, path_or_state_dict, variant, dt_transform=dt_transform, dtype=dtype, map_location=map_location
+        )
+
 
 def _s4_states(state: SaShiMiState):
     """The S4 layer states inside a backbone state."""
