@@ -45,3 +45,8 @@ __all__ = [
     "discretize_diag",
     "c_tilde",
 ]
+
+# one recurrent step of a diagonal SSM layer (state update + output + D skip), see sashimi.kernels.step
+from sashimi.kernels.step import diag_step, diag_step_ref  # noqa: E402
+
+__all__ += ["diag_step", "diag_step_ref"]

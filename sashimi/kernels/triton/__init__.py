@@ -88,3 +88,10 @@ def probe(device_type: str) -> bool:
         return bool(torch.equal(y.cpu(), 2 * x.cpu() + 1))
     except Exception:
         return False
+
+
+# fused diagonal SSM step (state update in place + output + D skip), see sashimi.kernels.triton.step:
+# diag_step_fwd(x, dA, dB, dC, u, D=None, *, two_re=True, out=None) -> y (B, C, H)
+from sashimi.kernels.triton.step import diag_step_fwd  # noqa: E402
+
+__all__ += ["diag_step_fwd"]
