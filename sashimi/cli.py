@@ -62,6 +62,12 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from sashimi.train import run_cli
+
+    return run_cli(args)
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     model = _load_model(args.model)
     print(f"model: {args.model}")
@@ -188,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
     push.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
     push.set_defaults(func=_cmd_push)
+
+    from sashimi.train import add_train_arguments
+
+    tr = sub.add_parser(
+        "train", help="train a model on a folder of audio (several processes: torchrun --nproc_per_node=K -m sashimi train)"
+    )
+    add_train_arguments(tr)
+    tr.set_defaults(func=_cmd_train)
     return parser
 
 
