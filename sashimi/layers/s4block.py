@@ -22,11 +22,14 @@ class S4State:
         x: (B, H, M) complex state (M per ``consts.state_size``), updated in place by ``step``.
         consts: the discretized step constants (computed once by ``init_state``; read-only).
         rate: the step-size multiplier the constants were computed for.
+        dtype: the real dtype of the layer inputs/outputs the state was made for (None: the
+            precision of ``x``). A float32 layer may step a complex128 state ('diagonal64').
     """
 
     x: torch.Tensor
     consts: StepConstants
     rate: float = 1.0
+    dtype: torch.dtype | None = None
 
     @property
     def batch_size(self) -> int:
@@ -38,7 +41,11 @@ class S4State:
 
     def clone(self) -> "S4State":
         """A copy whose state tensor is independent (the constants are shared, read-only)."""
-        return S4State(self.x.clone(), self.consts, self.rate)
+        return S4State(self.x.clone(), self.consts, self.rate, self.dtype)
+
+
+def _complex_of(dtype: torch.dtype) -> torch.dtype:
+    return torch.complex64 if dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.complex128
 
 
 def check_sequence_input(x: object, d_model: int, transposed: bool, name: str = "x") -> None:
@@ -185,8 +192,10 @@ class S4Block(nn.Module):
             batch_size: B.
             device, dtype: of the state (default: the module's; the state is complex of that precision).
             mode: step discretization: 'auto' (default; exact: diagonal when its measured error is
-                within ``tol``, else linear), 'linear' (Woodbury, exact), 'dense' (exact, O(N^2)),
-                'diagonal' (fast; self-checked, see :meth:`S4Kernel.step_constants`).
+                within ``tol`` -- with a state in the module's precision, else, below float64, with a
+                complex128 state -- else linear), 'linear' (Woodbury, exact), 'dense' (exact, O(N^2)),
+                'diagonal' (fast; self-checked, see :meth:`S4Kernel.step_constants`), 'diagonal64'
+                (diagonal with a complex128 state; self-checked against the module precision's tolerance).
             rate: step-size multiplier.
             tol, on_fail: the diagonal self-check's tolerance and what to do when it fails
                 ('fallback' to linear, or 'raise').
@@ -203,9 +212,8 @@ class S4Block(nn.Module):
         consts.tensors = {k: v.to(device) for k, v in consts.tensors.items()}
         if consts.to_full is not None:
             consts.to_full, consts.from_full = consts.to_full.to(device), consts.from_full.to(device)
-        cdt = torch.complex64 if dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.complex128
-        x = torch.zeros(batch_size, self.d_model, consts.state_size, dtype=cdt, device=device)
-        return S4State(x, consts, rate)
+        x = torch.zeros(batch_size, self.d_model, consts.state_size, dtype=consts.state_dtype, device=device)
+        return S4State(x, consts, rate, dtype)
 
     def _check_state(self, state: object, batch: int, x: torch.Tensor) -> None:
         if not isinstance(state, S4State):
@@ -216,9 +224,13 @@ class S4Block(nn.Module):
             raise ValueError(f"state has H={state.x.shape[1]}, this block has d_model={self.d_model}")
         if state.x.device != x.device:
             raise ValueError(f"state is on {state.x.device}, input on {x.device}")
-        want = torch.complex64 if x.dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.complex128
-        if state.x.dtype != want:
-            raise TypeError(f"state dtype {state.x.dtype} does not match the input dtype {x.dtype} (expected {want})")
+        want = _complex_of(x.dtype)
+        made_for = _complex_of(state.dtype) if state.dtype is not None else state.x.dtype
+        if made_for != want or (state.dtype is not None and state.x.dtype != state.consts.state_dtype):
+            raise TypeError(
+                f"state dtype {state.x.dtype} (made for {state.dtype or state.x.dtype}) does not match the input "
+                f"dtype {x.dtype}: make the state with init_state(dtype={x.dtype})"
+            )
 
     def step(self, x: torch.Tensor, state: S4State) -> tuple[torch.Tensor, S4State]:
         """One recurrent step.
@@ -254,7 +266,7 @@ class S4Block(nn.Module):
             scale = 1.0 if consts.two_re else 0.5  # vandermonde returns 2 Re(.)
             ys = scale * vandermonde((dC.unsqueeze(1) * (dA * x0)).transpose(0, 1), log_dA, u.shape[-1])
             L = u.shape[-1]
-            x_new = torch.exp(log_dA * L) * x0 + dB * vandermonde_transpose(u.flip(-1), log_dA)
+            x_new = torch.exp(log_dA * L) * x0 + dB * vandermonde_transpose(u.flip(-1).to(x0.real.dtype), log_dA)
             state.x.copy_(x_new)
             return ys
         # dense / linear: work on the full N-dimensional state with the dense discretization

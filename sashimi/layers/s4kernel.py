@@ -15,8 +15,9 @@ __all__ = ["S4Kernel", "StepConstants", "hippo_legs_dplr", "SSM_PARAM_NAMES", "S
 
 #: parameters of S4Kernel that belong to the SSM optimizer group (lower lr, no weight decay)
 SSM_PARAM_NAMES = ("log_dt", "A_real_log", "A_imag", "B", "P", "Q")
-#: recurrent step discretizations ('auto' = diagonal when its self-check passes, else linear)
-STEP_MODES = ("auto", "dense", "linear", "diagonal")
+#: recurrent step discretizations ('auto' = diagonal when its self-check passes -- in the model's
+#: precision, else with a complex128 state -- else linear)
+STEP_MODES = ("auto", "dense", "linear", "diagonal", "diagonal64")
 INITS = ("legs", "diag-lin", "diag-inv", "diag-legs")
 
 
@@ -74,15 +75,21 @@ class StepConstants:
         dhP = d dt/2 P (r, H, N/2), ddtB = d dt B (H, N/2), Pc2 = 2 conj(P) (r, H, N/2), dP = d P,
         Winv (H, r, r) real, C2 = 2 C (c, H, N/2); state (B, H, N/2) holding one member of each
         conjugate pair.
-      * ``diagonal``: dA (H, M), dB (H, M), dC (c, H, M) with M = N/2 for S4D (outputs use 2 Re)
-        and M = N for an eigendecomposed DPLR system (outputs use Re); state (B, H, M).
+      * ``diagonal``: dA (H, M), dB (H, M), dC (c, H, M) with M = N/2 for S4D (outputs use 2 Re);
+        for an eigendecomposed DPLR system, one member of each conjugate eigenvalue pair plus the
+        real eigenvalues (N/2 <= M <= N; the pair weight 2 is in dC; outputs use Re); state (B, H, M).
+
+    The state's dtype is :attr:`state_dtype`, the dtype of the constants: normally the complex dtype
+    of the model's precision, complex128 for a float32 model in the 'diagonal64' form (a float64
+    state whose ill-conditioned eigenbasis still meets the float32 tolerance).
     """
 
     mode: str
     tensors: dict[str, torch.Tensor]
     state_size: int
     two_re: bool
-    #: dense-form conversions of the state: x_full = to_full @ x and x = from_full @ x_full (diagonal DPLR only)
+    #: optional dense-form conversions of the state (x_full = to_full @ x, x = from_full @ x_full); the
+    #: eigendecomposed DPLR form keeps one member of each conjugate pair and leaves them None
     to_full: torch.Tensor | None = None
     from_full: torch.Tensor | None = None
     #: relative max error of the diagonal kernel measured by the self-check (None when not run)
@@ -90,6 +97,11 @@ class StepConstants:
 
     def __getitem__(self, key: str) -> torch.Tensor:
         return self.tensors[key]
+
+    @property
+    def state_dtype(self) -> torch.dtype:
+        """The complex dtype of the state these constants step."""
+        return next(t.dtype for t in self.tensors.values() if t.is_complex())
 
     def to(self, dtype: torch.dtype) -> "StepConstants":
         cdt = torch.complex64 if dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.complex128
@@ -323,9 +335,12 @@ class S4Kernel(nn.Module):
         Modes: 'dense' (O(N^2) per step), 'linear' (Woodbury, O(N r); DPLR), 'diagonal'
         (elementwise in the eigenbasis: exact for S4D; for DPLR its error is measured once, with
         the constants rounded to ``dtype``, against the exact kernel over ``check_length`` steps),
-        'auto' (S4D: diagonal; DPLR: diagonal if its self-check passes, else linear). When the check
-        fails (relative max error > ``tol``; default 1e-10 for float64, 1e-5 for float32),
-        ``on_fail='fallback'`` uses 'linear' and ``on_fail='raise'`` raises.
+        'diagonal64' (DPLR: the diagonal form with complex128 constants and state whatever
+        ``dtype`` is, checked against the tolerance of ``dtype``), 'auto' (S4D: diagonal; DPLR:
+        diagonal if its self-check passes, else -- ``dtype`` below float64 -- 'diagonal64' if its
+        check passes, else linear). When the check fails (relative max error > ``tol``; default
+        1e-10 for float64, 1e-5 for float32), ``on_fail='fallback'`` uses 'linear' and
+        ``on_fail='raise'`` raises.
         """
         if mode not in STEP_MODES:
             raise ValueError(f"step mode must be one of {STEP_MODES}, got {mode!r}")
@@ -335,25 +350,34 @@ class S4Kernel(nn.Module):
             raise RuntimeError("a bidirectional S4 kernel is non-causal and has no recurrent step mode")
         tol = (1e-10 if dtype == torch.float64 else 1e-5) if tol is None else tol
         n2 = self.d_state // 2
-        if self.mode == "diag" and mode in ("auto", "diagonal", "linear"):
+        if self.mode == "diag" and mode in ("auto", "diagonal", "diagonal64", "linear"):
             p = self.ssm_params(rate, torch.float64)
             dA, dB, _ = discretize_diag(p["dt"], p["A"], p["B"], self.discretization)
+            # S4D is exactly diagonal: its state stays in the model's precision
             return StepConstants("diagonal", {"dA": dA, "dB": dB, "dC": p["C"]}, n2, True).to(dtype)
         if mode == "dense":
             dA, dB, dC = self.dense_system(rate)
             return StepConstants("dense", {"dA": dA, "dB": dB, "dC": dC}, self.d_state, False).to(dtype)
-        if mode in ("auto", "diagonal"):
-            consts = self._diagonal_constants(rate, check_length, dtype)
-            if consts.check_error <= tol:
-                return consts
-            if mode == "diagonal" and on_fail == "raise":
+        if mode in ("auto", "diagonal", "diagonal64"):
+            if mode == "diagonal64":
+                precisions = [torch.float64]
+            elif mode == "auto" and dtype != torch.float64:
+                precisions = [dtype, torch.float64]
+            else:
+                precisions = [dtype]
+            candidates = self._diagonal_constants(rate, check_length, precisions)
+            for consts in candidates:
+                if consts.check_error <= tol:
+                    return consts
+            if mode != "auto" and on_fail == "raise":
+                err = min(c.check_error for c in candidates)
                 raise RuntimeError(
-                    f"diagonal step mode is inaccurate for these parameters: its kernel differs from the exact "
-                    f"kernel by {consts.check_error:.2e} (relative, > tol={tol:.1e}); the eigenvectors are too "
+                    f"{mode} step mode is inaccurate for these parameters: its kernel differs from the exact "
+                    f"kernel by {err:.2e} (relative, > tol={tol:.1e}); the eigenvectors are too "
                     "ill-conditioned (typical of the HiPPO-LegS init). Use mode='linear' or 'dense'."
                 )
             lin = self._linear_constants(rate).to(dtype)
-            lin.check_error = consts.check_error
+            lin.check_error = candidates[0].check_error
             return lin
         return self._linear_constants(rate).to(dtype)
 
@@ -381,23 +405,77 @@ class S4Kernel(nn.Module):
         }
         return StepConstants("linear", tensors, self.d_state // 2, True)
 
-    def _diagonal_constants(self, rate: float, check_length: int, dtype: torch.dtype) -> StepConstants:
-        dA, dB, dC = self.dense_system(rate)
-        mu, V = torch.linalg.eig(dA)  # (H, N), (H, N, N)
-        Vinv = torch.linalg.inv(V)
-        dBd = torch.einsum("hmn,hn->hm", Vinv, dB)  # (H, N)
-        dCd = torch.einsum("chn,hnm->chm", dC, V)  # (c, H, N)
-        consts = StepConstants(
-            "diagonal", {"dA": mu, "dB": dBd, "dC": dCd}, self.d_state, False, to_full=V, from_full=Vinv
-        ).to(dtype)
+    def _diagonal_constants(
+        self, rate: float, check_length: int, precisions: list[torch.dtype]
+    ) -> list[StepConstants]:
+        """The eigendecomposed DPLR step, one :class:`StepConstants` per precision, each self-checked.
+
+        The continuous full system is brought to real coordinates (``r = Re x, s = Im x`` of the
+        conjugate-pair state), where its matrix is real; the eigendecomposition of a real matrix
+        returns exact conjugate pairs, so one member of each pair is kept (its output weight 2 folded
+        into dC) besides the real eigenvalues (HiPPO-LegS has a few): M = N - #pairs (N/2 when all
+        eigenvalues are complex), outputs Re(dC . x). The bilinear transition shares the continuous eigenvectors:
+        ``mu = (1 + dt/2 lam) / (1 - dt/2 lam)``, ``dB~ = dt / (1 - dt/2 lam) V^-1 B``. Channels with
+        identical (A, P) (tiled SSMs, or the untrained init) share one eigendecomposition.
+        """
+        p = self.ssm_params(rate, torch.float64)
+        dt, B, C = p["dt"], p["B"], p["C"]
+        N, n2 = self.d_state, self.d_state // 2
+        Af = dplr_matrix(p["A"], p["P"], p["Q"])  # (H, N, N) in the pair basis [x, conj x]
+        eye = torch.eye(n2, dtype=torch.complex128, device=Af.device)
+        # [r; s] = T [x; conj x] and [x; conj x] = Ti [r; s]
+        T = torch.cat([torch.cat([eye / 2, eye / 2], 1), torch.cat([-0.5j * eye, 0.5j * eye], 1)], 0)
+        Ti = torch.cat([torch.cat([eye, 1j * eye], 1), torch.cat([eye, -1j * eye], 1)], 0)
+        Ar = (T @ Af @ Ti).real  # (H, N, N) real
+        Br = torch.einsum("mn,hn->hm", T, full_pairs(B)).real  # (H, N)
+        Cr = torch.einsum("chn,nm->chm", full_pairs(C), Ti).real  # (c, H, N)
+        uniq, inv = torch.unique(Ar.reshape(Ar.shape[0], -1), dim=0, return_inverse=True)
+        lam, V = torch.linalg.eig(uniq.reshape(-1, N, N))  # exact conjugate pairs (real input)
+        # per distinct matrix: one member (Im > 0) of each conjugate pair, weight 2, and the real
+        # eigenvalues, weight 1; padded to a common M with inert modes (lam = -1, zero B~ and C~).
+        # The inverse basis comes from the real basis W = [Re V_pairs, Im V_pairs, V_reals]: its rows
+        # for a pair are exact conjugates, which the huge cancellations of an ill-conditioned
+        # eigenbasis need (an independent complex inverse loses them).
+        sel = []
+        for lu in lam:
+            pairs = torch.nonzero(lu.imag > 0).flatten()
+            reals = torch.nonzero(lu.imag == 0).flatten()
+            if 2 * len(pairs) + len(reals) != N:  # not expected from a real matrix
+                raise RuntimeError("the eigenvalues of the real state matrix are not in conjugate pairs")
+            sel.append((pairs, reals))
+        M = max(len(pr) + len(re) for pr, re in sel)
+        U = lam.shape[0]
+        lam_k = torch.full((U, M), -1.0, dtype=lam.dtype, device=lam.device)
+        V_k = torch.zeros(U, N, M, dtype=V.dtype, device=V.device)
+        Vinv_k = torch.zeros(U, M, N, dtype=V.dtype, device=V.device)
+        weight = torch.zeros(U, M, dtype=torch.float64, device=V.device)
+        for u, (pairs, reals) in enumerate(sel):
+            npr, k = len(pairs), len(pairs) + len(reals)
+            Vp, Vr = V[u][:, pairs], V[u][:, reals].real
+            Winv = torch.linalg.inv(torch.cat([Vp.real, Vp.imag, Vr], dim=1))  # (N, N) real
+            lam_k[u, :npr], lam_k[u, npr:k] = lam[u, pairs], lam[u, reals].real
+            V_k[u, :, :npr], V_k[u, :, npr:k] = Vp, Vr
+            Vinv_k[u, :npr] = torch.complex(Winv[:npr], -Winv[npr : 2 * npr]) / 2
+            Vinv_k[u, npr:k] = Winv[2 * npr :]
+            weight[u, :npr], weight[u, npr:k] = 2.0, 1.0
+        lam, V, Vinv, weight = lam_k[inv], V_k[inv], Vinv_k[inv], weight[inv]  # per channel
+        hdt = (dt / 2).unsqueeze(-1)  # (H, 1)
+        den = 1 - hdt * lam
+        mu = (1 + hdt * lam) / den  # (H, M)
+        dBd = dt.unsqueeze(-1) / den * torch.einsum("hmn,hn->hm", Vinv, Br.to(Vinv.dtype))  # (H, M)
+        dCd = torch.einsum("chn,hnm->chm", Cr.to(V.dtype), V) * weight  # (c, H, M): outputs Re(dC . x)
+        exact = StepConstants("diagonal", {"dA": mu, "dB": dBd, "dC": dCd}, M, False)
         # self-check: the kernel of the diagonal form, with its constants and arithmetic in the
         # state's precision, against the exact float64 kernel
         L = check_length
-        t = consts.tensors
-        # Re(sum over the N eigenmodes) = vandermonde(...) / 2 (vandermonde returns 2 Re of its sum)
-        Kd = 0.5 * vandermonde(t["dC"] * t["dB"], torch.log(t["dA"]), L, backend="torch")
-        Kd = Kd.double()
-        p = self.ssm_params(rate, torch.float64)
-        K = ssm_kernel(p["dt"], p["A"], p["B"], p["C"], L, p["P"], Q=p["Q"], backend="torch")
-        consts.check_error = float((Kd - K).abs().max() / K.abs().max().clamp_min(1e-300))
-        return consts
+        K = ssm_kernel(dt, p["A"], B, C, L, p["P"], Q=p["Q"], backend="torch")
+        scale = K.abs().max().clamp_min(1e-300)
+        out = []
+        for dtype in precisions:
+            consts = exact.to(dtype)
+            t = consts.tensors
+            # vandermonde returns 2 Re of its sum; the kernel is Re of the sum
+            Kd = (0.5 * vandermonde(t["dC"] * t["dB"], torch.log(t["dA"]), L, backend="torch")).double()
+            consts.check_error = float((Kd - K).abs().max() / scale)
+            out.append(consts)
+        return out

@@ -1,8 +1,10 @@
 """S4Kernel / S4Block: golden reference cases, step == forward in every exact mode, chunked streaming,
-the diagonal self-check, the Hurwitz property, long-run stability and input validation."""
+the diagonal self-check, the Hurwitz property, long-run stability, input validation, the 'diagonal64'
+step form (a float32 layer with a complex128 diagonal state) and the eigendecomposed DPLR constants."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 
 from sashimi import S4Block, S4Kernel
 from sashimi.kernels import ssm_kernel
+from sashimi.layers.s4block import S4State
 from sashimi.optim import param_groups
 from sashimi.testing import rel_err
 
@@ -407,3 +410,205 @@ def test_bad_block_arguments(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         S4Block(**args)
+
+
+# ---- diagonal64: a float32 layer stepping a complex128 diagonal state ------------------------------
+
+
+def _legs_block_f32(seed: int = 0) -> S4Block:
+    """A float32 S4 block at the HiPPO-LegS init (N = 64), whose eigenbasis is too ill-conditioned
+    for a complex64 diagonal state."""
+    torch.manual_seed(seed)
+    return S4Block(8, 64)
+
+
+def test_diagonal64_legs_float32_steps_equal_forward():
+    """HiPPO-LegS in float32: the complex64 diagonal form fails its self-check (so 'diagonal' falls back
+    to linear), while 'diagonal64' keeps a complex128 eigenbasis state, passes, and its 1000 float32
+    steps equal the float32 convolution (and the float64 one) within 1e-5."""
+    blk = _legs_block_f32()
+    with pytest.raises(RuntimeError, match="diagonal step mode is inaccurate"):
+        blk.init_state(2, mode="diagonal", on_fail="raise")
+    fallback = blk.init_state(2, mode="diagonal")
+    assert fallback.mode == "linear" and fallback.x.dtype == torch.complex64 and fallback.consts.check_error > 1e-5
+    state = blk.init_state(2, mode="diagonal64", on_fail="raise")
+    assert state.mode == "diagonal" and state.dtype == torch.float32
+    assert state.x.dtype == torch.complex128 and all(t.dtype == torch.complex128 for t in state.consts.tensors.values())
+    assert state.consts.check_error < 1e-5
+    assert 32 <= state.consts.state_size <= 64 and state.x.shape == (2, 8, state.consts.state_size)
+    x = torch.randn(2, 1000, 8, generator=torch.Generator().manual_seed(1))
+    ys = torch.stack([blk.step(x[:, t], state)[0] for t in range(1000)], dim=1)
+    assert ys.dtype == torch.float32
+    assert rel_err(ys, blk(x)) < 1e-5
+    assert rel_err(ys, copy.deepcopy(blk).double()(x.double())) < 1e-5
+
+
+def test_auto_step_mode_order():
+    """'auto' tries the diagonal form in the module's precision, then (below float64) diagonal64, then
+    linear: a random float32 DPLR block gets a complex64 diagonal state, the float32 LegS block
+    diagonal64 (exact), a float64 LegS block linear, and with a tolerance that diagonal64 misses too
+    the float32 LegS block falls back to linear."""
+    rand = perturbed_block(torch.float32)
+    state = rand.init_state(2)
+    assert state.mode == "diagonal" and state.x.dtype == torch.complex64
+    blk = _legs_block_f32()
+    state = blk.init_state(2)
+    assert state.mode == "diagonal" and state.x.dtype == torch.complex128 and state.dtype == torch.float32
+    x = torch.randn(2, 300, 8, generator=torch.Generator().manual_seed(2))
+    ys = torch.stack([blk.step(x[:, t], state)[0] for t in range(300)], dim=1)
+    assert rel_err(ys, blk(x)) < 1e-5
+    assert copy.deepcopy(blk).double().init_state(2).mode == "linear"
+    strict = blk.init_state(2, tol=1e-12)
+    assert strict.mode == "linear" and strict.x.dtype == torch.complex64
+    with pytest.raises(RuntimeError, match="diagonal64 step mode is inaccurate"):
+        blk.init_state(2, mode="diagonal64", tol=1e-12, on_fail="raise")
+
+
+def test_diagonal64_chunked_streaming():
+    """A diagonal64 state continues a stream through steps, a chunk and steps like one float32 forward."""
+    blk = _legs_block_f32()
+    x = torch.randn(2, 230, 8, generator=torch.Generator().manual_seed(3))
+    state = blk.init_state(2, mode="diagonal64")
+    out = [blk.step(x[:, t], state)[0].unsqueeze(1) for t in range(5)]
+    yc, state = blk(x[:, 5:200], state)
+    assert yc.dtype == torch.float32 and state.x.dtype == torch.complex128
+    out.append(yc)
+    out += [blk.step(x[:, t], state)[0].unsqueeze(1) for t in range(200, 230)]
+    assert rel_err(torch.cat(out, dim=1), blk(x)) < 1e-5
+
+
+def test_diagonal64_clone_and_dtype_checks():
+    """clone() keeps the state's dtypes and is independent; a state made for float64 (complex128 like a
+    diagonal64 state) is rejected by a float32 input and a diagonal64 state by a float64 input, with a
+    TypeError that says how to make the right state; so is a state whose tensor does not match its
+    constants."""
+    blk = perturbed_block(torch.float32)
+    s64 = blk.init_state(2, mode="diagonal64", on_fail="raise")
+    twin = s64.clone()
+    assert twin.dtype == torch.float32 and twin.x.dtype == torch.complex128 and twin.consts is s64.consts
+    x = torch.randn(2, 6)
+    blk.step(x, s64)
+    assert torch.equal(twin.x, torch.zeros_like(twin.x)) and not torch.equal(s64.x, twin.x)
+    again = twin.clone()
+    assert torch.equal(blk.step(x, twin)[0], blk.step(x, again)[0])
+
+    for64 = blk.init_state(2, dtype=torch.float64, mode="diagonal", on_fail="raise")
+    assert for64.mode == "diagonal" and for64.x.dtype == torch.complex128 and for64.dtype == torch.float64
+    with pytest.raises(TypeError, match=r"made for torch.float64.*init_state\(dtype=torch.float32\)"):
+        blk.step(x, for64)
+    with pytest.raises(TypeError, match=r"made for torch.float32.*init_state\(dtype=torch.float64\)"):
+        blk.step(x.double(), s64)
+    with pytest.raises(TypeError, match="made for torch.float32"):
+        blk(x.double().unsqueeze(1), s64)
+    mixed = S4State(s64.x.to(torch.complex64), s64.consts, s64.rate, torch.float32)
+    with pytest.raises(TypeError, match="does not match"):
+        blk.step(x, mixed)
+
+
+def test_golden_s4_block_diagonal64(load_case):
+    """The reference S4 block (HiPPO-LegS, N = 64) stepped in float32 with a diagonal64 state matches the
+    reference's step outputs within the float32 tolerance; 'auto' picks that form for it."""
+    blk, t = _load_block_case(load_case, torch.float32)
+    x = t["x"].float()  # (B, H, L)
+    for mode in ("diagonal64", "auto"):
+        state = blk.init_state(x.shape[0], mode=mode)
+        assert state.mode == "diagonal" and state.x.dtype == torch.complex128, mode
+        ys = torch.stack([blk.step(x[:, :, i], state)[0] for i in range(x.shape[-1])], dim=-1)
+        assert ys.dtype == torch.float32
+        assert rel_err(ys, t["y_step"]) < 1e-5, mode
+
+
+# ---- the eigendecomposed DPLR constants ------------------------------------------------------------
+
+
+def _dense_unroll(kernel: S4Kernel, L: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Independent float64 truth from the canonical parameters (README of the reference data):
+    ``A = diag([Lambda, conj Lambda]) - sum_r Pf_r Pf_r^H``, bilinear, ``K[l] = Re(Cf Abar^l Bbar)``.
+    Returns the eigenvalues of Abar (H, N) and K (c, H, L)."""
+    p = kernel.ssm_params(1.0, torch.float64)
+    pair = lambda v: torch.cat([v, v.conj()], dim=-1)  # noqa: E731
+    H, N = p["A"].shape[0], kernel.d_state
+    Pf = pair(p["P"])  # (r, H, N)
+    A = torch.diag_embed(pair(p["A"])) - torch.einsum("rhm,rhn->hmn", Pf, Pf.conj())
+    eye = torch.eye(N, dtype=torch.complex128)
+    hdt = (p["dt"] / 2).reshape(H, 1, 1)
+    inv = torch.linalg.inv(eye - hdt * A)
+    dA = inv @ (eye + hdt * A)
+    v = (inv @ pair(p["B"]).unsqueeze(-1)).squeeze(-1) * p["dt"].unsqueeze(-1)  # (H, N): Abar^l Bbar
+    K = []
+    for _ in range(L):
+        K.append(torch.einsum("chn,hn->ch", pair(p["C"]), v).real)
+        v = (dA @ v.unsqueeze(-1)).squeeze(-1)
+    return torch.linalg.eigvals(dA), torch.stack(K, dim=-1)
+
+
+def _kernel_with_real_modes(seed: int = 0) -> S4Kernel:
+    """Three independent random DPLR channels with a strong low-rank part, one of them with real
+    Lambda: their eigenvalues mix conjugate pairs and real ones in different numbers per channel."""
+    torch.manual_seed(seed)
+    k = S4Kernel(3, 16).double()
+    with torch.no_grad():
+        k.A_imag.copy_(5 * torch.randn_like(k.A_imag))
+        k.A_imag[1] = 0.0
+        k.B.copy_(torch.randn_like(k.B))
+        k.P.copy_(torch.randn_like(k.P))
+    return k
+
+
+def _random_tied_kernel(seed: int = 0) -> S4Kernel:
+    """Random DPLR, 2 SSMs tied over 4 channels (shared eigendecompositions, per-channel dt), 2 outputs."""
+    torch.manual_seed(seed)
+    k = S4Kernel(4, 16, channels=2, n_ssm=2).double()
+    with torch.no_grad():
+        k.A_imag.copy_(5 * torch.randn_like(k.A_imag))
+        k.B.copy_(torch.randn_like(k.B))
+        k.P.copy_(0.3 * torch.randn_like(k.P))
+    return k
+
+
+def _legs_kernel_n8(seed: int = 0) -> S4Kernel:
+    """HiPPO-LegS at N = 8, where every eigenvalue of the state matrix is real."""
+    torch.manual_seed(seed)
+    return S4Kernel(2, 8).double()
+
+
+@pytest.mark.parametrize(
+    "make_kernel,real_modes",
+    [(_random_tied_kernel, None), (_kernel_with_real_modes, "mixed"), (_legs_kernel_n8, "all")],
+    ids=["random-tied", "mixed-real", "legs-N8"],
+)
+def test_diagonal_constants_reproduce_the_exact_kernel(make_kernel, real_modes):
+    """The float64 diagonal constants keep one member of each conjugate eigenvalue pair and each real
+    eigenvalue once (padding modes are inert): expanded with the conjugates they are exactly the
+    eigenvalues of the discretized full system, and ``Re(sum_m dC_m dB_m dA_m^l)`` equals its
+    unrolled kernel within 1e-9."""
+    from scipy.optimize import linear_sum_assignment
+
+    k = make_kernel()
+    L = 300
+    with torch.no_grad():
+        mu_true, K_true = _dense_unroll(k, L)
+    consts = k.step_constants("diagonal", dtype=torch.float64, on_fail="raise")
+    dA, dB, dC = consts["dA"], consts["dB"], consts["dC"]
+    assert consts.mode == "diagonal" and not consts.two_re and dA.dtype == torch.complex128
+    N = k.d_state
+    assert N // 2 <= consts.state_size <= N and dA.shape == (k.d_model, consts.state_size)
+    reals = []
+    for h in range(k.d_model):
+        live = (dB[h] != 0) | (dC[:, h] != 0).any(0)  # padding modes have neither input nor output
+        mu = dA[h, live]
+        pairs, real = mu[mu.imag != 0], mu[mu.imag == 0]
+        reals.append(len(real))
+        got = torch.cat([pairs, pairs.conj(), real])
+        assert got.numel() == N
+        cost = (got.unsqueeze(1) - mu_true[h].unsqueeze(0)).abs()
+        rows, cols = linear_sum_assignment(cost.numpy())
+        assert cost[rows, cols].max() < 1e-9
+    if real_modes == "all":
+        assert reals == [N] * k.d_model and consts.state_size == N
+    elif real_modes == "mixed":
+        assert len(set(reals)) > 1 and min(reals) > 0  # unequal numbers of real modes: padding in use
+    powers = dA.unsqueeze(-1) ** torch.arange(L, dtype=torch.float64)  # (H, M, L)
+    K = torch.einsum("chm,hm,hml->chl", dC, dB, powers).real
+    assert rel_err(K, K_true) < 1e-9
+    assert consts.check_error < 1e-10
