@@ -12,6 +12,7 @@ from torch import nn
 
 from sashimi.audio import dequantize, quantize
 from sashimi.models.config import SaShiMiConfig
+from sashimi.models import _fast_step
 from sashimi.models.sashimi import SaShiMi, SaShiMiState
 
 __all__ = ["SaShiMiLM", "SaShiMiLMConfig", "GenerationOutput"]
@@ -184,7 +185,7 @@ class SaShiMiLM(
         tokens = self._check_tokens(tokens, 1)
         if isinstance(state, SaShiMiState):
             want = torch.complex64 if self.decoder.weight.dtype != torch.float64 else torch.complex128
-            got = next((s.x.dtype for s in _s4_states(state)), want)
+            got = next((_made_for(s) for s in _s4_states(state)), want)
             if got != want:
                 raise TypeError(
                     f"state dtype {got} does not match the model's dtype {self.decoder.weight.dtype} "
@@ -220,6 +221,7 @@ class SaShiMiLM(
         generator: torch.Generator | None = None,
         progress: bool = True,
         mode: str = "auto",
+        compile: bool = False,
     ) -> GenerationOutput:
         """Sample waveforms autoregressively in step mode.
 
@@ -233,6 +235,12 @@ class SaShiMiLM(
             generator: torch.Generator for reproducible sampling.
             progress: show a tqdm bar with samples/s and the real-time factor.
             mode: S4 step discretization (see :meth:`S4Block.init_state`).
+            compile: compile each tier's per-sample step with ``torch.compile`` (slow to start:
+                worth it for long generations).
+
+        The sampling loop steps a flat program built once from the weights (see
+        :mod:`sashimi.models._fast_step`: real arithmetic, no per-step validation); configurations it
+        does not cover step with :meth:`step`.
         """
         cfg = self.config
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -273,6 +281,18 @@ class SaShiMiLM(
             state = self.init_state(batch_size, device=device, mode=mode)
             logits, _ = self.step(torch.full((batch_size,), cfg.zero_token, device=device), state)
 
+        stepper = _fast_step.build(self.backbone, state, compile=compile)
+        if stepper is not None:
+            emb, dec_w, dec_b = self.encoder.weight, self.decoder.weight, self.decoder.bias
+
+            def step(tok: torch.Tensor) -> torch.Tensor:
+                return F.linear(stepper.step(F.embedding(tok, emb)), dec_w, dec_b)
+
+        else:
+
+            def step(tok: torch.Tensor) -> torch.Tensor:
+                return self.step(tok, state)[0]
+
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -285,7 +305,7 @@ class SaShiMiLM(
             tokens[:, t] = nxt
             ll += logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
             if t + 1 < num_samples:
-                logits, _ = self.step(nxt, state)
+                logits = step(nxt)
             if bar is not None and (t % 256 == 0 or t + 1 == num_samples):
                 done = t + 1 - start
                 rate = done * batch_size / max(time.perf_counter() - t0, 1e-9)
@@ -396,6 +416,13 @@ def _s4_states(state: SaShiMiState):
     for tier in [*state.down, *state.up]:
         yield from (s for s in tier.blocks if s is not None and hasattr(s, "x"))
     yield from (s for s in state.center if s is not None and hasattr(s, "x"))
+
+
+def _made_for(s) -> torch.dtype:
+    """The complex dtype of the model precision an S4 state was made for (its own, for old states)."""
+    if getattr(s, "dtype", None) is None:
+        return s.x.dtype
+    return torch.complex128 if s.dtype == torch.float64 else torch.complex64
 
 
 def _sample(logp: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
