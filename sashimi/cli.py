@@ -142,12 +142,16 @@ def _plot_spectrogram(wave, sample_rate: int, path: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sashimi.hub import BUNDLED_NAME
+
     parser = argparse.ArgumentParser(prog="sashimi", description="SaShiMi raw-waveform audio models")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="sample audio from a model")
     gen.add_argument(
-        "--model", required=True, help="local model folder, Hub id, or pretrained name (e.g. sashimi-sc09)"
+        "--model", default=BUNDLED_NAME,
+        help=f"local model folder, Hub id, or pretrained name (e.g. sashimi-sc09); default: {BUNDLED_NAME}, "
+        "the small plucked-string model shipped with the package (works offline)",
     )
     gen.add_argument("--seconds", type=float, default=2.0)
     gen.add_argument("--batch-size", type=int, default=4)

@@ -35,6 +35,8 @@ __all__ = [
     "WEIGHTS_NAME",
     "PRETRAINED",
     "PretrainedCheckpoint",
+    "BUNDLED_NAME",
+    "bundled_model_path",
     "list_pretrained",
     "save_model_files",
     "load_pretrained",
@@ -51,6 +53,24 @@ CARD_NAME = "README.md"
 PICKLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "model.ckpt")
 CONVERTER_VERSION = 1  # bump when a converter fix must invalidate the converted cache
 RELEASE_REPO = "krandiash/sashimi-release"
+#: name of the small model shipped inside the package (``sashimi generate`` with no ``--model``)
+BUNDLED_NAME = "sashimi-default"
+
+
+def bundled_model_path() -> Path:
+    """The folder of the bundled model: a small SaShiMiLM trained on synthetic plucked strings by
+    ``scripts/train_default.py`` (its ``training.json`` records the settings and held-out NLL).
+
+    Raises:
+        FileNotFoundError: the package was installed without its data files.
+    """
+    folder = Path(__file__).resolve().parent / "pretrained" / "default"
+    if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(
+            f"the bundled model is missing from {folder} (the package was installed without its data files); "
+            "reinstall sashimi-audio or pass --model"
+        )
+    return folder
 
 
 @dataclass(frozen=True)
@@ -91,7 +111,7 @@ PRETRAINED: dict[str, PretrainedCheckpoint] = _entries()
 
 def list_pretrained() -> list[str]:
     """Names accepted by ``SaShiMiLM.from_pretrained`` besides folders and Hub ids."""
-    return sorted(PRETRAINED)
+    return sorted([*PRETRAINED, BUNDLED_NAME])
 
 
 # ---- saving -----------------------------------------------------------------------------------------
@@ -304,9 +324,10 @@ def load_pretrained(
     dtype: torch.dtype | str | None = None,
     strict: bool = True,
 ):
-    """Load ``cls`` from a local folder, a Hub repo id, or a registry name (:data:`PRETRAINED`).
+    """Load ``cls`` from a local folder, a Hub repo id, a registry name (:data:`PRETRAINED`), or
+    :data:`BUNDLED_NAME` (the model shipped inside the package; never downloads).
 
-    Resolution order: an existing folder; a registry name (the release file is downloaded with
+    Resolution order: an existing folder; the bundled name; a registry name (the release file is downloaded with
     ``hf_hub_download``, converted once and cached under :func:`converted_cache_root`); else a Hub repo
     id (``config.json`` and ``model.safetensors`` at ``revision``). ``cache_dir``, ``force_download``,
     ``local_files_only`` and ``token`` are passed to ``hf_hub_download``; the ``HF_HUB_OFFLINE``
@@ -321,6 +342,8 @@ def load_pretrained(
     path = Path(spec).expanduser()
     if path.is_dir():
         return load_model_folder(cls, *_local_files(path), **load)
+    if spec == BUNDLED_NAME:
+        return load_model_folder(cls, *_local_files(bundled_model_path()), **load)
     if spec in PRETRAINED:
         folder = resolve_pretrained(spec, **hub)
         return load_model_folder(cls, *_local_files(folder), **load)
