@@ -114,10 +114,95 @@ def truncation_factor(dA: torch.Tensor, L: int) -> torch.Tensor:
     return eye - _matrix_power(dA, L)
 
 
+def _real_pair(z: torch.Tensor) -> torch.Tensor:
+    """(..., N/2) complex -> (..., N) real ``[Re z, Im z]`` (a conjugate-pair vector in real coordinates)."""
+    return torch.cat([z.real, z.imag], -1)
+
+
+def _real_bilinear(dt: torch.Tensor, A: torch.Tensor, P: torch.Tensor, Q: torch.Tensor | None) -> torch.Tensor:
+    """The bilinear transition ``Abar = (I - dt/2 A)^-1 (I + dt/2 A) = 2 (I - dt/2 A)^-1 - I`` of the full
+    DPLR system in real coordinates ``y = [Re x, Im x]`` of the conjugate-pair state.
+
+    There ``diag(A)`` acts as the complex product with A on ``Re x + i Im x`` and ``Pf Qf^H x_full =
+    Pf * 2 Re(Q^H x)``, so ``I - dt/2 A_r = D + dt/2 U W^T`` with D the complex product with
+    ``d = 1 - dt/2 A``, ``U = [Re P; Im P]`` and ``W = 2 [Re Q; Im Q]`` (rank r); the inverse is
+    Woodbury's ``D^-1 - D^-1 U (2/dt I + W^T D^-1 U)^-1 W^T D^-T`` (O(H N^2 r), no dense solve).
+    Returns (H, N, N) real.
+    """
+    Q = P if Q is None else Q
+    h = (dt / 2).to(A.real.dtype)  # (H,)
+    dinv = 1 / (1 - h[:, None] * A)  # (H, N2) complex: D^-1 is the product with dinv
+    Dr, Di = torch.diag_embed(dinv.real), torch.diag_embed(dinv.imag)
+    Dinv = torch.cat([torch.cat([Dr, -Di], -1), torch.cat([Di, Dr], -1)], -2)  # (H, N, N)
+    Ut = _real_pair(dinv * P).permute(1, 2, 0)  # D^-1 U: (H, N, r)
+    Wt = 2 * _real_pair(dinv.conj() * Q).permute(1, 2, 0)  # D^-T W: (H, N, r)
+    r = P.shape[0]
+    S = torch.diag_embed((1 / h)[:, None].expand(-1, r)) + 2 * _real_pair(Q).transpose(0, 1) @ Ut  # (H, r, r)
+    inv = Dinv - Ut @ torch.linalg.solve(S, Wt.transpose(1, 2))  # (I - dt/2 A_r)^-1
+    eye = torch.eye(inv.shape[-1], dtype=inv.dtype, device=inv.device)
+    return 2 * inv - eye
+
+
+#: ``u M^L`` uses ``floor(log2 L) - _MATVEC_BITS`` squarings and then 2**_MATVEC_BITS to
+#: 2**(_MATVEC_BITS + 1) - 1 vector-matrix products (one squaring of the (H, N, N) batch costs
+#: about as much as 30 vector-matrix products, forward and backward)
+_MATVEC_BITS = 6
+
+
+class _RepeatedVecMat(torch.autograd.Function):
+    """``u @ M^m`` by m vector-matrix products; the backward forms ``dM = sum_j u_j^T g_{j+1}`` as one
+    batched GEMM over the stacked steps instead of accumulating m (H, N, N) outer products."""
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, M: torch.Tensor, m: int) -> torch.Tensor:
+        steps = [u]
+        for _ in range(m):
+            steps.append(steps[-1] @ M)
+        ctx.save_for_backward(torch.stack(steps[:-1], dim=1), M)  # (H, m, c, N): u_0 .. u_{m-1}
+        return steps[-1]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        U, M = ctx.saved_tensors
+        H, m, c, N = U.shape
+        Mt = M.transpose(-1, -2)
+        grads = [grad]  # g_m, g_{m-1}, ..., g_1: the gradient at the output of step j
+        for _ in range(m - 1):
+            grads.append(grads[-1] @ Mt)
+        gu = grads[-1] @ Mt
+        Gs = torch.stack(grads[::-1], dim=1)  # (H, m, c, N): g_1 .. g_m
+        gM = U.reshape(H, m * c, N).transpose(1, 2) @ Gs.reshape(H, m * c, N)
+        return gu, gM, None
+
+
+def _vec_matrix_power(u: torch.Tensor, M: torch.Tensor, L: int) -> torch.Tensor:
+    """``u @ M^L`` for u (H, c, N), M (H, N, N), L >= 1: squarings for the high bits of L, then a
+    short chain of vector-matrix products (the low bits of L apply the squares they need)."""
+    k = max(0, L.bit_length() - 1 - _MATVEC_BITS)
+    base = M
+    for j in range(k):
+        if (L >> j) & 1:
+            u = u @ base
+        base = base @ base
+    m = L >> k
+    if torch.is_grad_enabled() and (u.requires_grad or base.requires_grad):
+        return _RepeatedVecMat.apply(u, base, m)
+    for _ in range(m):
+        u = u @ base
+    return u
+
+
 def c_tilde(
     dt: torch.Tensor, A: torch.Tensor, P: torch.Tensor, C: torch.Tensor, L: int, Q: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``C~ = C (I - Abar^L)`` on the full system, returned as its first N/2 entries (lossless).
+
+    Evaluated in real coordinates ``y = [Re x, Im x]`` (where the full system is real: a quarter of
+    the complex arithmetic): ``Cf Abar_f^L = (Cf T^-1) Abar_r^L T`` with ``Cf T^-1 = [2 Re C, -2 Im C]``
+    and the first N/2 columns of T ``[I/2; -i I/2]``. ``Abar_r`` comes from Woodbury's identity
+    (:func:`_real_bilinear`), and the row vector times ``Abar_r^L`` from a few squarings followed by
+    a short chain of vector-matrix products (:func:`_vec_matrix_power`). Equal to the dense complex
+    formula ``Cf (I - Abar^L)`` (:func:`bilinear`, :func:`truncation_factor`) to float64 rounding.
 
     Args:
         dt (H,), A (H, N/2), P (rank, H, N/2), C (c, H, N/2); L >= 1; Q as in :func:`dplr_matrix`.
@@ -125,11 +210,11 @@ def c_tilde(
     Returns:
         (c, H, N/2) complex.
     """
-    Af = dplr_matrix(A, P, Q)
-    dA, _ = bilinear(dt, Af, full_pairs(A))
-    Cf = full_pairs(C)  # (c, H, N)
-    Ct = torch.einsum("chm,hmn->chn", Cf, truncation_factor(dA, L))
-    return Ct[..., : A.shape[-1]]
+    n2 = A.shape[-1]
+    dA = _real_bilinear(dt, A, P, Q)  # (H, N, N) real
+    u = torch.cat([2 * C.real, -2 * C.imag], -1).to(dA.dtype).transpose(0, 1)  # (H, c, N)
+    u = _vec_matrix_power(u, dA, L).transpose(0, 1)  # (c, H, N): Cf T^-1 Abar_r^L
+    return C - torch.complex(u[..., :n2], -u[..., n2:]).to(C.dtype) / 2
 
 
 def _validate(dt, A, B, C, P, L, discretization, Q=None):

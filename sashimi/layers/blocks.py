@@ -74,8 +74,11 @@ class ScalarChannelNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., H) -> (..., H)."""
-        std, mean = torch.std_mean(x, dim=-1, unbiased=False, keepdim=True)  # (..., 1)
-        return (self.s / std) * (x - mean + self.m)
+        # the population variance of the centred input, written out: same values as
+        # torch.std_mean(unbiased=False), about twice as fast forward + backward on CPU
+        xc = x - x.mean(dim=-1, keepdim=True)
+        var = (xc * xc).mean(dim=-1, keepdim=True)  # (..., 1)
+        return (self.s * torch.rsqrt(var)) * (xc + self.m)
 
 
 class ResidualBlock(nn.Module):
