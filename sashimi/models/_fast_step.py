@@ -3,16 +3,27 @@
 :class:`FastStepper` mirrors :meth:`SaShiMi._step` (same tier schedule, same arithmetic up to float
 rounding) but is built once per generation from the model's weights and a :class:`SaShiMiState`:
 
-* S4 layers step in real arithmetic on contiguous real/imaginary state buffers (the complex kernels
-  of PyTorch's CPU backend are several times slower than real ones), with every constant
-  precomputed (negated imaginary parts, ``2 conj(P)``, ...), and the state updated in place;
-* modules are bypassed: each residual block is a closure over its tensors (``F.linear``,
-  ``F.layer_norm``), weight-normalised pooling weights are materialised once, and the pooling
-  weights are permuted so that the pooling buffers are written and read contiguously;
+* S4 layers step in real arithmetic on a real state laid out (B, 2, M, H) (real and imaginary
+  parts stacked, the channel dimension H innermost, so that every sum over the modes is a reduction
+  over a non-innermost dimension, vectorised along H). The complex product with the transition is
+  two broadcast products (``X[:, :1] * [Re a; Im a] + X[:, 1:] * [-Im a; Re a]``). Every inner
+  product the step needs -- the output ``Re(C x')``, and in 'linear' mode the Woodbury terms
+  ``Re(2 conj(P) x)`` and ``Re(2 conj(P) z)`` -- is rewritten, with constants folded once in float64,
+  as an inner product with the *incoming* state, so all of them are one batched reduction over x
+  and the new state is one pointwise pass; D, the output weight 2, ``W^-1`` and all signs are
+  folded into the constants. Each layer has two state buffers used alternately (read one, write the
+  other): no copies;
+* modules are bypassed: each residual block is one function of its tensors (``F.linear``,
+  ``F.layer_norm``); weight-normalised pooling weights are materialised once, and the pooling weights
+  are permuted so that the pooling buffers are written and read contiguously;
 * lower tiers run only when their pooling window closes (as in ``_step``); nothing is validated
   per step; the UpPool buffers are swapped, not copied;
-* optionally (``compile=True``) each tier's run of residual blocks is compiled with
-  ``torch.compile`` (the pooling schedule stays in Python, so only ``1 + len(pool)`` graphs exist).
+* optionally (``compile=True``) each tier's run of residual blocks is one ``torch.compile`` graph
+  (the pooling schedule stays in Python, so only ``1 + 2 len(pool)`` units exist). A unit's
+  constants are packed into one flat tensor per dtype and passed, with the state tensors, as
+  arguments: a call costs a handful of tensor inputs (not hundreds), and the compiled function
+  depends only on the model's structure, so it is cached across steppers (and generations) of the
+  same architecture and batch size.
 
 The stepper owns copies of the state tensors; :meth:`FastStepper.sync` writes them back into the
 :class:`SaShiMiState` it was built from. Unsupported configurations (dropout active in training
@@ -22,7 +33,9 @@ callers then use :meth:`SaShiMi.step`.
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+import types
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,9 +47,15 @@ from sashimi.models.sashimi import SaShiMi, SaShiMiState
 
 __all__ = ["FastStepper", "build"]
 
-Block = Callable[[torch.Tensor], torch.Tensor]
+Tensor = torch.Tensor
+#: a block step: (h, the block's tensors) -> h
+BlockFn = Callable[[Tensor, tuple], Tensor]
 
-_ACTS = {nn.GELU: F.gelu, nn.SiLU: F.silu, nn.ReLU: F.relu, nn.Tanh: torch.tanh, nn.Identity: lambda y: y}
+_ACTS = {nn.GELU: "gelu", nn.SiLU: "silu", nn.ReLU: "relu", nn.Tanh: "tanh", nn.Identity: "identity"}
+_ACT_FNS: dict[str, Callable[[Tensor], Tensor]] = {
+    "gelu": F.gelu, "silu": F.silu, "relu": F.relu, "tanh": torch.tanh, "identity": lambda y: y,
+}
+_ALIGN = 16  # elements: packed constants start on 64-byte boundaries (float32)
 
 
 def _unsupported(model: SaShiMi, state: SaShiMiState) -> str | None:
@@ -46,11 +65,20 @@ def _unsupported(model: SaShiMi, state: SaShiMiState) -> str | None:
         for blk, st in zip(blocks, states):
             if not isinstance(blk, ResidualBlock) or not isinstance(blk.layer, (S4Block, FFBlock)):
                 return f"unsupported block {type(blk).__name__}"
-            if not isinstance(blk.norm, (nn.LayerNorm, ScalarChannelNorm)):
-                return f"unsupported norm {type(blk.norm).__name__}"
+            norm = blk.norm
+            if isinstance(norm, nn.LayerNorm):
+                if norm.weight is None or norm.bias is None or len(norm.normalized_shape) != 1:
+                    return "unsupported LayerNorm (no affine parameters or not over one dimension)"
+            elif not isinstance(norm, ScalarChannelNorm):
+                return f"unsupported norm {type(norm).__name__}"
+            if isinstance(blk.layer, FFBlock) and type(blk.layer.activation) is not nn.GELU:
+                return f"unsupported FF activation {type(blk.layer.activation).__name__}"
             if isinstance(blk.layer, S4Block):
                 if type(blk.layer.activation) not in _ACTS:
                     return f"unsupported activation {type(blk.layer.activation).__name__}"
+                lin = blk.layer.output_linear
+                if isinstance(lin, nn.Linear) and lin.bias is None:
+                    return "S4 output linear without bias"
                 if not isinstance(st, S4State) or st.mode not in ("diagonal", "linear"):
                     return "S4 state mode must be 'diagonal' or 'linear'"
                 if st.mode == "linear" and st.consts["Winv"].shape[-1] != 1:
@@ -66,126 +94,337 @@ def _pairs(model: SaShiMi, state: SaShiMiState):
         yield tier.blocks, st.blocks
 
 
-def _norm_fn(norm: nn.Module) -> Block:
-    if isinstance(norm, nn.LayerNorm):
-        shape, w, b, eps = norm.normalized_shape, norm.weight, norm.bias, norm.eps
-        return lambda x: F.layer_norm(x, shape, w, b, eps)
-    m, s = norm.m, norm.s
+# ---- block programs (functions of the block's tensors; cached by their static description) --------
 
-    def scalar(x: torch.Tensor) -> torch.Tensor:
+
+def _norm_fn(kind: str, eps: float, H: int) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    if kind == "layer":
+        shape = (H,)
+        return lambda x, w, b: F.layer_norm(x, shape, w, b, eps)
+
+    def scalar(x: Tensor, m: Tensor, s: Tensor) -> Tensor:
         std, mean = torch.std_mean(x, dim=-1, unbiased=False, keepdim=True)
         return (s / std) * (x - mean + m)
 
     return scalar
 
 
-def _residual(blk: ResidualBlock, layer: Block) -> Block:
-    norm = _norm_fn(blk.norm)
-    if blk.prenorm:
-        return lambda h: h + layer(norm(h))
-    return lambda h: norm(h + layer(h))
+def _norm_tensors(norm: nn.Module) -> tuple[str, float, list[Tensor]]:
+    if isinstance(norm, nn.LayerNorm):
+        return "layer", float(norm.eps), [norm.weight, norm.bias]
+    return "scalar", 0.0, [norm.m, norm.s]
 
 
-def _ff(blk: ResidualBlock) -> Block:
-    ff = blk.layer
-    w1, b1, w2, b2 = ff.fc1.weight, ff.fc1.bias, ff.fc2.weight, ff.fc2.bias
-    return _residual(blk, lambda z: F.linear(F.gelu(F.linear(z, w1, b1)), w2, b2))
+@functools.lru_cache(maxsize=None)
+def _ff_fn(H: int, norm: str, eps: float, prenorm: bool) -> BlockFn:
+    nf = _norm_fn(norm, eps, H)
+
+    if prenorm:
+
+        def ff(h: Tensor, T: tuple) -> Tensor:
+            n1, n2, w1, b1, w2, b2 = T
+            return h + F.linear(F.gelu(F.linear(nf(h, n1, n2), w1, b1)), w2, b2)
+
+    else:
+
+        def ff(h: Tensor, T: tuple) -> Tensor:
+            n1, n2, w1, b1, w2, b2 = T
+            return nf(h + F.linear(F.gelu(F.linear(h, w1, b1)), w2, b2), n1, n2)
+
+    return ff
 
 
-class _S4:
-    """One S4 layer's real-arithmetic step: constants, state buffers and the step closure."""
+@functools.lru_cache(maxsize=None)
+def _s4_fn(
+    H: int, mode: str, M: int, c: int, act: str, postact: str | None, norm: str, eps: float, prenorm: bool,
+    cast: bool,
+) -> BlockFn:
+    """The residual S4 block step. Tensors: (norm 1, norm 2, [W, b,] *SSM constants, X, Xn): the
+    (B, 2, M, H) real state X is read and the next state is written into Xn (the caller alternates
+    the two buffers)."""
+    nf = _norm_fn(norm, eps, H)
+    actf = _ACT_FNS[act]
+    has_linear, glu = postact is not None, postact == "glu"
+    K = 2 * M
 
-    def __init__(self, blk: ResidualBlock, st: S4State) -> None:
-        layer: S4Block = blk.layer
-        self.st = st
-        consts = st.consts
-        sdt = st.x.real.dtype
-        iodt = layer.D.dtype if st.dtype is None else st.dtype
-        B, H, M = st.x.shape
-        # state: real and imaginary parts, contiguous
-        self.xr = st.x.real.contiguous()
-        self.xi = st.x.imag.contiguous()
-        xr, xi = self.xr, self.xi
+    if mode == "diagonal":  # x' = dA x + dB u; y = Re(C x') (+ D u) = <C~, x> + (<C, dB> + D) u
 
-        def parts(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return t.real.to(sdt).contiguous(), t.imag.to(sdt).contiguous()
+        def ssm(u: Tensor, S: tuple) -> Tensor:
+            W, K1, K2, Bs, CBD, X, Xn = S
+            Bn = u.shape[0]
+            r = (X.view(Bn, 1, K, H) * W).sum(2)  # (B, c, H)
+            u4 = u.view(Bn, 1, 1, H)
+            torch.mul(X[:, :1], K1, out=Xn)
+            Xn.addcmul_(X[:, 1:], K2).addcmul_(u4, Bs)
+            return torch.addcmul(r, u.unsqueeze(1), CBD)
 
-        D = layer.D.to(sdt)  # (c, H)
-        c = D.shape[0]
-        act = _ACTS[type(layer.activation)]
-        lin = layer.output_linear
-        W, bias = (lin.weight, lin.bias) if isinstance(lin, nn.Linear) else (None, None)
-        postact = layer.postact
+    else:  # linear (Woodbury, rank 1), all inner products taken on the incoming state x:
+        # s = <P, x>, q = <P, z> = <A, x> + <P, Hs> s + <P, G> u, x' = z + q Qw with
+        # z = da x + Hs s + G u, y = <C, x'> (+ D u) = <C~, x> + <C, Hs> s + (<C, G> + D) u + <C, Qw> q
 
-        if consts.mode == "diagonal":
-            ar, ai = parts(consts["dA"])
-            nai = -ai
-            br, bi = parts(consts["dB"])
-            scale = 2.0 if consts.two_re else 1.0
-            Cr, Ci = parts(consts["dC"] * scale)  # (c, H, M)
-            nCi = -Ci
+        def ssm(u: Tensor, S: tuple) -> Tensor:
+            W, K1, K2, Hs, G, Qw, PHG, CHGQ, X, Xn = S
+            Bn = u.shape[0]
+            r = (X.view(Bn, 1, K, H) * W).sum(2)  # (B, 2 + c, H): s, <A, x>, <C~_k, x>
+            s = r[:, 0]
+            q = torch.addcmul(r[:, 1], s, PHG[0]).addcmul_(u, PHG[1])  # out of place: no writes into r
+            y = torch.addcmul(r[:, 2:], s.unsqueeze(1), CHGQ[0])
+            y.addcmul_(u.unsqueeze(1), CHGQ[1]).addcmul_(q.unsqueeze(1), CHGQ[2])
+            torch.mul(X[:, :1], K1, out=Xn)
+            Xn.addcmul_(X[:, 1:], K2).addcmul_(s.view(Bn, 1, 1, H), Hs).addcmul_(u.view(Bn, 1, 1, H), G)
+            Xn.addcmul_(q.view(Bn, 1, 1, H), Qw)
+            return y
 
-            def ssm(u: torch.Tensor) -> list[torch.Tensor]:
-                u3 = u.unsqueeze(-1)  # (B, H, 1)
-                nr = xr * ar
-                nr.addcmul_(xi, nai).addcmul_(u3, br)
-                ni = xr * ai
-                ni.addcmul_(xi, ar).addcmul_(u3, bi)
-                xr.copy_(nr)
-                xi.copy_(ni)
-                ys = []
-                for k in range(c):
-                    t = nr * Cr[k]
-                    ys.append(t.addcmul_(ni, nCi[k]).sum(-1))
-                return ys
+    n_ssm = 7 if mode == "diagonal" else 10  # the trailing tensors ssm() takes
 
-        else:  # linear (Woodbury), rank 1
-            t = consts.tensors
-            dar, dai = parts(t["da"])
-            ndai = -dai
-            pr, pi_ = parts(t["Pc2"][0])
-            npi = -pi_  # Re(Pc2 v) = pr vr - pi vi
-            hpr, hpi = parts(t["dhP"][0])
-            nhpr, nhpi = -hpr, -hpi
-            gr, gi = parts(t["ddtB"])
-            qr, qi = parts(t["dP"][0])
-            nqr, nqi = -qr, -qi
-            winv = t["Winv"][:, 0].to(sdt)  # (H, 1)
-            Cr, Ci = parts(t["C2"])
-            nCi = -Ci
+    def layer(z: Tensor, T: tuple) -> Tensor:
+        u = z.to(T[-1].dtype) if cast else z
+        y = ssm(u, T[-n_ssm:])
+        y = y[:, 0] if c == 1 else y.reshape(u.shape[0], c * H)
+        y = actf(y.to(z.dtype) if cast else y)
+        if has_linear:
+            y = F.linear(y, T[2], T[3])
+            if glu:
+                y = F.glu(y, dim=-1)
+        return y
 
-            def ssm(u: torch.Tensor) -> list[torch.Tensor]:
-                u3 = u.unsqueeze(-1)
-                s = (xr * pr).addcmul_(xi, npi).sum(-1, keepdim=True)  # (B, H, 1)
-                zr = xr * dar
-                zr.addcmul_(xi, ndai).addcmul_(s, nhpr).addcmul_(u3, gr)
-                zi = xi * dar
-                zi.addcmul_(xr, dai).addcmul_(s, nhpi).addcmul_(u3, gi)
-                q = (zr * pr).addcmul_(zi, npi).sum(-1, keepdim=True).mul_(winv)
-                xr.copy_(zr.addcmul_(q, nqr))
-                xi.copy_(zi.addcmul_(q, nqi))
-                ys = []
-                for k in range(c):
-                    ys.append((zr * Cr[k]).addcmul_(zi, nCi[k]).sum(-1))
-                return ys
+    if prenorm:
 
-        def s4(z: torch.Tensor) -> torch.Tensor:
-            u = z if z.dtype == sdt else z.to(sdt)
-            ys = ssm(u)
-            if c == 1:
-                y = ys[0].addcmul_(D[0], u)  # (B, H)
+        def s4(h: Tensor, T: tuple) -> Tensor:
+            return h + layer(nf(h, T[0], T[1]), T)
+
+    else:
+
+        def s4(h: Tensor, T: tuple) -> Tensor:
+            return nf(h + layer(h, T), T[0], T[1])
+
+    return s4
+
+
+def _stack(re: Tensor, im: Tensor) -> Tensor:
+    """(..., H, M) real and imaginary parts -> (..., 2, M, H)."""
+    return torch.stack([re, im], dim=-3).transpose(-1, -2).contiguous()
+
+
+def _fold(V: Tensor, K1: Tensor, K2: Tensor) -> Tensor:
+    """The weights of <V, K1 x_re + K2 x_im> as one inner product with x = [x_re; x_im]: V (..., 2, M, H)
+    and K1, K2 (2, M, H) -> (..., 2, M, H)."""
+    return torch.stack([(V * K1).sum(-3), (V * K2).sum(-3)], dim=-3)
+
+
+def _s4_block(blk: ResidualBlock, st: S4State) -> tuple[BlockFn, list[Tensor], Tensor]:
+    """The step function, constants and (B, 2, M, H) state of a residual S4 block."""
+    layer: S4Block = blk.layer
+    consts = st.consts
+    sdt = st.x.real.dtype
+    iodt = layer.D.dtype if st.dtype is None else st.dtype
+    _, H, M = st.x.shape
+    norm, eps, nt = _norm_tensors(blk.norm)
+    f64 = torch.float64
+    D = layer.D.detach().to(f64)  # (c, H)
+    c = D.shape[0]
+    lin = layer.output_linear
+    lin_t = [lin.weight, lin.bias] if isinstance(lin, nn.Linear) else []
+
+    def re_im(t: Tensor) -> tuple[Tensor, Tensor]:  # folded in float64, rounded once to the state dtype
+        return t.real.to(f64), t.imag.to(f64)
+
+    def flat(t: Tensor) -> Tensor:
+        return t.reshape(*t.shape[:-3], 2 * M, H)
+
+    if consts.mode == "diagonal":
+        ar, ai = re_im(consts["dA"])
+        br, bi = re_im(consts["dB"])
+        cr, ci = re_im(consts["dC"] * (2.0 if consts.two_re else 1.0))  # (c, H, M)
+        K1, K2, Bs = _stack(ar, ai), _stack(-ai, ar), _stack(br, bi)
+        C = _stack(cr, -ci)  # (c, 2, M, H): Re(C v) = cr vr - ci vi
+        ssm = [flat(_fold(C, K1, K2)), K1, K2, Bs, (C * Bs).sum((-3, -2)) + D]
+    else:
+        t = consts.tensors
+        dar, dai = re_im(t["da"])
+        pr, pi = re_im(t["Pc2"][0])
+        hpr, hpi = re_im(t["dhP"][0])
+        gr, gi = re_im(t["ddtB"])
+        qr, qi = re_im(t["dP"][0])
+        winv = t["Winv"][:, 0].to(f64)  # (H, 1)
+        cr, ci = re_im(t["C2"])
+        K1, K2 = _stack(dar, dai), _stack(-dai, dar)
+        P = _stack(pr, -pi)  # Re(2 conj(P) v) = pr vr - pi vi
+        Hs, G, Qw = _stack(-hpr, -hpi), _stack(gr, gi), _stack(-qr * winv, -qi * winv)
+        C = _stack(cr, -ci)  # (c, 2, M, H)
+
+        def ip(V: Tensor, U: Tensor) -> Tensor:
+            return (V * U).sum((-3, -2))
+
+        W = torch.cat([flat(P)[None], flat(_fold(P, K1, K2))[None], flat(_fold(C, K1, K2))])  # (2 + c, 2M, H)
+        PHG = torch.stack([ip(P, Hs), ip(P, G)])  # (2, H)
+        CHGQ = torch.stack([ip(C, Hs), ip(C, G) + D, ip(C, Qw)])  # (3, c, H)
+        ssm = [W, K1, K2, Hs, G, Qw, PHG, CHGQ]
+    ssm = [v.to(sdt).contiguous() for v in ssm]
+    X = _stack(st.x.real, st.x.imag)
+    act = _ACTS[type(layer.activation)]
+    fn = _s4_fn(H, consts.mode, M, c, act, layer.postact if lin_t else None, norm, eps, bool(blk.prenorm),
+                sdt != iodt)
+    return fn, [*nt, *lin_t, *ssm], X
+
+
+def _ff_block(blk: ResidualBlock) -> tuple[BlockFn, list[Tensor]]:
+    ff: FFBlock = blk.layer
+    norm, eps, nt = _norm_tensors(blk.norm)
+    fn = _ff_fn(ff.d_model, norm, eps, bool(blk.prenorm))
+    return fn, [*nt, ff.fc1.weight, ff.fc1.bias, ff.fc2.weight, ff.fc2.bias]
+
+
+# ---- units: a tier's run of residual blocks -----------------------------------------------------
+
+
+def _run_unit(kind: str, fns: tuple, h: Tensor, extras: tuple, Ts: list) -> Any:
+    """'down' (U-Net down blocks: the outputs), 'center', 'up' (extras: the tier input) or 'up_unet'
+    (extras: the tier input and the down blocks' outputs)."""
+    if kind == "center":
+        a = h
+        for f, T in zip(fns, Ts):
+            h = f(h, T)
+        return h + a
+    if kind == "down":
+        outs = []
+        for f, T in zip(fns, Ts):
+            h = f(h, T)
+            outs.append(h)
+        return outs
+    if kind == "up":
+        h = h + extras[0]
+        u = h
+        for f, T in zip(fns, Ts):
+            h = f(h, T)
+        return h + u
+    skips = extras  # up_unet: skip k is added after up layer n - k
+    n = len(fns)
+    h = h + skips[n]
+    for j, (f, T) in enumerate(zip(fns, Ts)):
+        h = f(h, T) + skips[n - 1 - j]
+    return h
+
+
+#: compiled units by structure (see :func:`_compiled_unit`)
+_COMPILED: dict[tuple, Callable] = {}
+#: guards kept on a compiled unit: tensor metadata and the global torch state. The rest (constants of
+#: the closure: its layout and block functions) cannot change, because each structure gets its own
+#: code object; dropping them makes a call cost microseconds instead of a check of every closure value
+_KEEP_GUARDS = frozenset({
+    "TENSOR_MATCH", "SHAPE_ENV", "GLOBAL_STATE", "GRAD_MODE", "DETERMINISTIC_ALGORITHMS", "TORCH_FUNCTION_STATE",
+    "DEFAULT_DEVICE", "AUTOGRAD_SAVED_TENSORS_HOOKS",
+})
+
+
+def _guard_filter(entries: list) -> list[bool]:
+    return [e.guard_type in _KEEP_GUARDS for e in entries]
+
+
+def _compiled_unit(key: tuple) -> Callable:
+    """A torch.compile'd unit of a given structure; its arguments are (h, *extras, *flat constants,
+    *states) (states: two buffers per S4 layer, read and written). The function depends only on
+    ``key``, so it is shared by every stepper with that structure."""
+    fn = _COMPILED.get(key)
+    if fn is not None:
+        return fn
+    kind, fns, layout, n_extra, n_flat = key
+
+    def unit(h: Tensor, *args: Tensor) -> Any:
+        extras, flats, states = args[:n_extra], args[n_extra : n_extra + n_flat], args[n_extra + n_flat :]
+        Ts = []
+        for views, si in layout:
+            T = [flats[f].narrow(0, o, n).view(shape) for f, o, n, shape in views]
+            if si >= 0:
+                T += [states[2 * si], states[2 * si + 1]]
+            Ts.append(tuple(T))
+        return _run_unit(kind, fns, h, extras, Ts)
+
+    # a code object of its own: dynamo keeps its compiled graphs (one per batch size) per code object
+    code = unit.__code__.replace(co_name=f"sashimi_unit_{len(_COMPILED)}")
+    unit = types.FunctionType(code, unit.__globals__, code.co_name, unit.__defaults__, unit.__closure__)
+    opts = {"guard_filter_fn": _guard_filter} if hasattr(torch.compiler, "skip_all_guards_unsafe") else None
+    fn = torch.compile(unit, dynamic=False, fullgraph=True, options=opts)
+    _COMPILED[key] = fn
+    return fn
+
+
+class _Unit:
+    """The residual blocks of one tier: an eager program (a list of (function, tensors)) and,
+    optionally, the compiled one. Each S4 layer has two state buffers; every call reads one and
+    writes the other, then they swap roles."""
+
+    def __init__(self, kind: str, mods: nn.ModuleList, states: list, n_extra: int, compile: bool) -> None:
+        self.kind = kind
+        self.parity = 0
+        self.s4: list[tuple[S4State, Tensor, Tensor]] = []
+        fns, consts, bufs = [], [], []
+        for blk, st in zip(mods, states):
+            if isinstance(blk.layer, S4Block):
+                fn, ts, X = _s4_block(blk, st)
+                pair = (X, torch.empty_like(X))
+                self.s4.append((st, *pair))
             else:
-                y = torch.stack(ys, 1).addcmul_(D, u.unsqueeze(1)).reshape(u.shape[0], -1)  # (B, c*H)
-            y = act(y if y.dtype == iodt else y.to(iodt))
-            if W is None:
-                return y
-            y = F.linear(y, W, bias)
-            return F.glu(y, dim=-1) if postact == "glu" else y
+                fn, ts = _ff_block(blk)
+                pair = None
+            fns.append(fn)
+            consts.append([t.detach() for t in ts])
+            bufs.append(pair)
+        self.fns = tuple(fns)
+        self.blocks = [
+            [(f, (*ts, *p[::step]) if p is not None else tuple(ts)) for f, ts, p in zip(fns, consts, bufs)]
+            for step in (1, -1)
+        ]
+        self.cfn = None
+        if compile and self.fns:
+            # pack the constants into one flat tensor per dtype (64-byte aligned views)
+            dtypes: list[torch.dtype] = []
+            chunks: dict[torch.dtype, list[Tensor]] = {}
+            sizes: dict[torch.dtype, int] = {}
+            layout, pairs = [], []
+            for ts, p in zip(consts, bufs):
+                views = []
+                for t in ts:
+                    if t.dtype not in chunks:
+                        dtypes.append(t.dtype)
+                        chunks[t.dtype], sizes[t.dtype] = [], 0
+                    off, n = sizes[t.dtype], t.numel()
+                    pad = -n % _ALIGN
+                    chunks[t.dtype].append(t.reshape(-1))
+                    if pad:
+                        chunks[t.dtype].append(t.new_zeros(pad))
+                    sizes[t.dtype] = off + n + pad
+                    views.append((dtypes.index(t.dtype), off, n, tuple(t.shape)))
+                layout.append((tuple(views), len(pairs) if p is not None else -1))
+                if p is not None:
+                    pairs.append(p)
+            flats = [torch.cat(chunks[d]) for d in dtypes]
+            self.cfn = _compiled_unit((kind, self.fns, tuple(layout), n_extra, len(flats)))
+            self.cargs = [(*flats, *(x for p in pairs for x in p[::step])) for step in (1, -1)]
 
-        self.fn = _residual(blk, s4)
+    def __call__(self, h: Tensor, *extras: Tensor) -> Any:
+        parity = self.parity
+        self.parity = 1 - parity
+        if self.cfn is not None:
+            return self.cfn(h, *extras, *self.cargs[parity])
+        kind = self.kind
+        if kind == "up":
+            h = h + extras[0]
+            u = h
+            for f, T in self.blocks[parity]:
+                h = f(h, T)
+            return h + u
+        if kind == "center":
+            a = h
+            for f, T in self.blocks[parity]:
+                h = f(h, T)
+            return h + a
+        return _run_unit(kind, self.fns, h, extras, [T for _, T in self.blocks[parity]])
 
     def sync(self) -> None:
-        self.st.x.copy_(torch.complex(self.xr, self.xi))
+        for st, X, Xn in self.s4:
+            cur = Xn if self.parity else X
+            st.x.copy_(torch.complex(cur[:, 0], cur[:, 1]).transpose(1, 2))
 
 
 class FastStepper:
@@ -200,22 +439,20 @@ class FastStepper:
         cfg = model.config
         self.pool = list(cfg.pool)
         self.unet = cfg.unet
-        self.s4: list[_S4] = []
-
-        def blocks(mods: nn.ModuleList, states: list) -> list[Block]:
-            out = []
-            for blk, st in zip(mods, states):
-                if isinstance(blk.layer, S4Block):
-                    s = _S4(blk, st)
-                    self.s4.append(s)
-                    out.append(s.fn)
-                else:
-                    out.append(_ff(blk))
-            return out
-
-        self.down_blocks = [blocks(t.blocks, s.blocks) for t, s in zip(model.down, state.down)]
-        self.center_blocks = blocks(model.center, state.center)
-        self.up_blocks = [blocks(t.blocks, s.blocks) for t, s in zip(model.up, state.up)]
+        K = len(self.pool)
+        self.down_units = [
+            _Unit("down", t.blocks, s.blocks, 0, compile) if len(t.blocks) else None
+            for t, s in zip(model.down, state.down)
+        ]
+        self.center_unit = _Unit("center", model.center, state.center, 0, compile)
+        self.up_units = []
+        for i in range(K):
+            t, s = model.up[i], state.up[i]
+            if self.unet:
+                n_extra = 1 + len(model.down[i].blocks)
+                self.up_units.append(_Unit("up_unet", t.blocks, s.blocks, n_extra, compile))
+            else:
+                self.up_units.append(_Unit("up", t.blocks, s.blocks, 1, compile))
         # DownPool i: weight columns h*pool+s -> s*H+h, buffer (B, pool, H)
         self.dpool, self.dbuf, self.dph = [], [], []
         for tier, st in zip(model.down, state.down):
@@ -237,66 +474,10 @@ class FastStepper:
             self.ubuf.append(st.pool.buffer.transpose(1, 2).contiguous())
             self.uph.append(st.pool.phase)
         norm = model.norm
-        shape, w, b, eps = norm.normalized_shape, norm.weight, norm.bias, norm.eps
+        shape, w, b, eps = norm.normalized_shape, norm.weight.detach(), norm.bias.detach(), norm.eps
         self.final_norm = lambda x: F.layer_norm(x, shape, w, b, eps)
 
-        # the per-tier runs of residual blocks (the units torch.compile sees)
-        self.center_fn = self._make_center()
-        self.down_fns = [self._make_down(i) for i in range(len(self.pool))]
-        self.up_fns = [self._make_up(i) for i in range(len(self.pool))]
-        if compile:
-            opts = dict(dynamic=False, fullgraph=True, **({"options": {"guard_filter_fn": torch.compiler.skip_all_guards_unsafe}} if __import__("os").environ.get("SKIPG") else {}))
-            self.center_fn = torch.compile(self.center_fn, **opts)
-            self.down_fns = [torch.compile(f, **opts) if self.down_blocks[i] else f for i, f in enumerate(self.down_fns)]
-            self.up_fns = [torch.compile(f, **opts) for f in self.up_fns]
-
-    def _make_center(self):
-        blocks = self.center_blocks
-
-        def center(h: torch.Tensor) -> torch.Tensor:
-            a = h
-            for f in blocks:
-                h = f(h)
-            return h + a
-
-        return center
-
-    def _make_down(self, i: int):
-        blocks = self.down_blocks[i]
-
-        def down(h: torch.Tensor) -> list[torch.Tensor]:
-            outs = []
-            for f in blocks:
-                h = f(h)
-                outs.append(h)
-            return outs
-
-        return down
-
-    def _make_up(self, i: int):
-        blocks = self.up_blocks[i]
-        if self.unet:
-
-            def up_unet(h: torch.Tensor, a: torch.Tensor, outs: list[torch.Tensor]) -> torch.Tensor:
-                skips = [a, *outs]
-                n = len(blocks)
-                h = h + skips[n]
-                for j, f in enumerate(blocks):
-                    h = f(h) + skips[n - 1 - j]
-                return h
-
-            return up_unet
-
-        def up(h: torch.Tensor, a: torch.Tensor, outs: list[torch.Tensor]) -> torch.Tensor:
-            h = h + a
-            u = h
-            for f in blocks:
-                h = f(h)
-            return h + u
-
-        return up
-
-    def step(self, x: torch.Tensor) -> torch.Tensor:
+    def step(self, x: Tensor) -> Tensor:
         """(B, d_model) -> (B, d_model); the stepper's state advances by one sample."""
         K = len(self.pool)
         inputs, skips = [], []
@@ -304,7 +485,8 @@ class FastStepper:
         depth = 0
         for i in range(K):
             inputs.append(h)
-            outs = self.down_fns[i](h) if self.down_blocks[i] else []
+            unit = self.down_units[i]
+            outs = unit(h) if unit is not None else []
             if outs:
                 h = outs[-1]
             skips.append(outs)
@@ -319,7 +501,7 @@ class FastStepper:
             h = F.linear(buf.reshape(buf.shape[0], -1), Wp, b)
             depth = i + 1
         if depth == K:
-            h = self.center_fn(h)
+            h = self.center_unit(h)
         for i in range(min(depth, K - 1), -1, -1):
             ph = self.uph[i]
             out = self.ubuf[i][:, ph]  # (B, Ho)
@@ -329,13 +511,17 @@ class FastStepper:
                 self.uph[i] = 0
             else:
                 self.uph[i] = ph + 1
-            h = self.up_fns[i](out, inputs[i], skips[i])
+            if self.unet:
+                h = self.up_units[i](out, inputs[i], *skips[i])
+            else:
+                h = self.up_units[i](out, inputs[i])
         return self.final_norm(h)
 
     def sync(self) -> SaShiMiState:
         """Write the stepper's state back into the :class:`SaShiMiState` it was built from."""
-        for s in self.s4:
-            s.sync()
+        for unit in [*self.down_units, self.center_unit, *self.up_units]:
+            if unit is not None:
+                unit.sync()
         for st, buf, ph in zip(self.state.down, self.dbuf, self.dph):
             st.pool.buffer.copy_(buf.transpose(1, 2))
             st.pool.phase = ph
