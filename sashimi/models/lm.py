@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, fields
@@ -222,6 +223,7 @@ class SaShiMiLM(
         progress: bool = True,
         mode: str = "auto",
         compile: bool = False,
+        num_threads: int | None = 1,
     ) -> GenerationOutput:
         """Sample waveforms autoregressively in step mode.
 
@@ -237,11 +239,28 @@ class SaShiMiLM(
             mode: S4 step discretization (see :meth:`S4Block.init_state`).
             compile: compile each tier's per-sample step with ``torch.compile`` (slow to start:
                 worth it for long generations).
+            num_threads: CPU threads while generating (default 1, restored afterwards: a step's
+                tensors are small, and intra-op threading mostly adds synchronisation; on a busy
+                2-core machine 2 threads were measured up to 8x slower). None keeps torch's setting.
+                Ignored off the CPU.
 
         The sampling loop steps a flat program built once from the weights (see
         :mod:`sashimi.models._fast_step`: real arithmetic, no per-step validation); configurations it
-        does not cover step with :meth:`step`.
+        does not cover step with :meth:`step`. Sampling is Gumbel-max with the noise drawn from
+        ``generator`` in blocks of steps (the same tokens for the same generator state).
         """
+        if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
+                                        or num_threads < 1):
+            raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
+        on_cpu = self.decoder.weight.device.type == "cpu"
+        with _cpu_threads(num_threads if on_cpu else None):
+            return self._generate(batch_size, num_samples, prompt, temperature, top_p, generator, progress, mode,
+                                  compile)
+
+    def _generate(
+        self, batch_size: int, num_samples: int, prompt: torch.Tensor | None, temperature: float, top_p: float,
+        generator: torch.Generator | None, progress: bool, mode: str, compile: bool,
+    ) -> GenerationOutput:
         cfg = self.config
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -298,10 +317,11 @@ class SaShiMiLM(
             from tqdm.auto import tqdm
 
             bar = tqdm(total=num_samples - start, unit="step", desc="generating", leave=False)
+        sample = _GumbelSampler(batch_size, logits.shape[-1], temperature, top_p, generator, device)
         t0 = time.perf_counter()
         for t in range(start, num_samples):
             logp = torch.log_softmax(logits.double(), dim=-1)  # (B, C)
-            nxt = _sample(logp, temperature, top_p, generator)  # (B,)
+            nxt = sample(logp)  # (B,)
             tokens[:, t] = nxt
             ll += logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
             if t + 1 < num_samples:
@@ -425,13 +445,47 @@ def _made_for(s) -> torch.dtype:
     return torch.complex128 if s.dtype == torch.float64 else torch.complex64
 
 
-def _sample(logp: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Sample from log-probabilities (B, C) with temperature and nucleus (top-p) filtering."""
-    probs = torch.softmax(logp / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_p, idx = probs.sort(dim=-1, descending=True)
-        keep = sorted_p.cumsum(dim=-1) - sorted_p < top_p  # always keeps the most likely class
-        sorted_p = sorted_p * keep
-        probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
-    probs = probs / probs.sum(dim=-1, keepdim=True)
-    return torch.multinomial(probs.float(), 1, generator=generator).squeeze(-1)
+@contextlib.contextmanager
+def _cpu_threads(n: int | None):
+    """Run with ``torch.set_num_threads(n)`` (None: unchanged), restoring the previous setting."""
+    old = torch.get_num_threads()
+    if n is not None and n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
+class _GumbelSampler:
+    """Sample classes from (B, C) log-probabilities with temperature and nucleus (top-p) filtering.
+
+    Gumbel-max: ``argmax(logp / temperature + G)`` with i.i.d. standard Gumbel noise ``G = -log E``,
+    ``E ~ Exp(1)``, is an exact draw from ``softmax(logp / temperature)``; classes outside the nucleus
+    (the smallest set of the most likely classes whose tempered mass reaches ``top_p``; the most likely
+    class always stays) get ``-inf``. The noise for ``block`` steps is drawn at once from ``generator``
+    (one call instead of a multinomial draw per step), at most 2**21 numbers at a time.
+    """
+
+    def __init__(self, batch: int, classes: int, temperature: float, top_p: float,
+                 generator: torch.Generator | None, device: torch.device, block: int = 256) -> None:
+        block = max(1, min(block, 2**21 // (batch * classes)))  # at most 16 MB of noise
+        self.shape = (block, batch, classes)
+        self.temperature, self.top_p, self.generator, self.device = float(temperature), float(top_p), generator, device
+        self.noise = torch.empty(self.shape, dtype=torch.float64, device=device)
+        self.i = block
+
+    def __call__(self, logp: torch.Tensor) -> torch.Tensor:
+        if self.i == self.shape[0]:
+            self.noise.exponential_(generator=self.generator).log_().neg_()  # (block, B, C) Gumbel
+            self.i = 0
+        g = self.noise[self.i]
+        self.i += 1
+        scores = logp if self.temperature == 1.0 else logp / self.temperature
+        if self.top_p < 1.0:
+            probs = torch.softmax(scores, dim=-1)
+            sorted_p, idx = probs.sort(dim=-1, descending=True)
+            drop = sorted_p.cumsum(dim=-1) - sorted_p >= self.top_p  # keeps the most likely class
+            scores = scores.masked_fill(torch.zeros_like(drop).scatter(-1, idx, drop), float("-inf"))
+        return (scores + g).argmax(dim=-1)
