@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -206,14 +208,82 @@ class S4Block(nn.Module):
             raise RuntimeError(
                 "a bidirectional S4Block is non-causal and has no step mode; use forward() on whole sequences"
             )
-        device = device or self.D.device
+        device = torch.device(device or self.D.device)
         dtype = dtype or self.D.dtype
-        consts = self.kernel.step_constants(mode, rate, dtype=dtype, tol=tol, on_fail=on_fail)
-        consts.tensors = {k: v.to(device) for k, v in consts.tensors.items()}
-        if consts.to_full is not None:
-            consts.to_full, consts.from_full = consts.to_full.to(device), consts.from_full.to(device)
+        consts = self._cached_step_constants(mode, rate, dtype, device, tol, on_fail)
         x = torch.zeros(batch_size, self.d_model, consts.state_size, dtype=consts.state_dtype, device=device)
         return S4State(x, consts, rate, dtype)
+
+    # ---- step-constant cache ----------------------------------------------------------------
+    #: how many StepConstants (distinct init_state arguments / parameter versions) a block keeps
+    STEP_CACHE_SIZE = 4
+
+    def _step_cache_dict(self) -> OrderedDict:
+        cache = self.__dict__.get("_step_cache")
+        if cache is None:
+            cache = OrderedDict()
+            self.__dict__["_step_cache"] = cache
+        return cache
+
+    def clear_step_cache(self) -> None:
+        """Forget the step constants cached by :meth:`init_state` (they are recomputed on the next call)."""
+        self.__dict__.pop("_step_cache", None)
+
+    def _kernel_tensors(self) -> list[tuple[str, torch.Tensor]]:
+        return [*self.kernel.named_parameters(), *self.kernel.named_buffers()]
+
+    def _cached_step_constants(
+        self, mode: str, rate: float, dtype: torch.dtype, device: torch.device, tol: float | None, on_fail: str
+    ) -> StepConstants:
+        """:meth:`S4Kernel.step_constants` moved to ``device``, reused while nothing it depends on changed.
+
+        The key holds the arguments, the autograd/inference mode and, per kernel parameter and buffer,
+        its name, identity (a weak reference, so a freed tensor's reused ``id`` cannot match),
+        ``_version`` (bumped by in-place updates: optimizer steps, ``load_state_dict``, ``copy_``),
+        dtype, device and shape. A hit is also checked against a snapshot of the values, which
+        catches writes that bypass the version counter (``p.data = ...``, ``p.data.add_(...)``,
+        ``module.double()`` round trips). Tensors without a version counter (inference tensors)
+        disable the cache. The cached object is final and shared read-only by every state made
+        from it; at most :attr:`STEP_CACHE_SIZE` entries are kept (least recently used dropped).
+        """
+        named = self._kernel_tensors()
+        try:
+            key = (
+                mode, float(rate), dtype, device, tol, on_fail, torch.is_inference_mode_enabled(),
+                self.kernel.mode, self.kernel.discretization,
+                tuple((n, id(t), t._version, t.dtype, t.device, tuple(t.shape)) for n, t in named),
+            )
+            hash(key)
+        except (RuntimeError, TypeError, ValueError):  # inference tensors, an unhashable rate/tol
+            key = None
+        cache = self._step_cache_dict()
+        if key is not None and key in cache:
+            refs, snapshot, consts = cache[key]
+            if all(r() is t for r, (_, t) in zip(refs, named)) and all(
+                torch.equal(s, t.detach()) for s, (_, t) in zip(snapshot, named)
+            ):
+                cache.move_to_end(key)
+                return consts
+            del cache[key]
+        consts = self.kernel.step_constants(mode, rate, dtype=dtype, tol=tol, on_fail=on_fail)
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        consts = replace(
+            consts, tensors={k: v.to(device) for k, v in consts.tensors.items()},
+            to_full=move(consts.to_full), from_full=move(consts.from_full),
+        )
+        if key is not None:
+            with torch.no_grad():
+                snapshot = [t.detach().clone() for _, t in named]
+            cache[key] = ([weakref.ref(t) for _, t in named], snapshot, consts)
+            while len(cache) > self.STEP_CACHE_SIZE:
+                cache.popitem(last=False)
+        return consts
+
+    def __getstate__(self) -> dict:
+        # the cache (weak references, derived tensors) is not part of the module's state
+        state = super().__getstate__()  # a copy of __dict__
+        state.pop("_step_cache", None)
+        return state
 
     def _check_state(self, state: object, batch: int, x: torch.Tensor) -> None:
         if not isinstance(state, S4State):

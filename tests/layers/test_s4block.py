@@ -612,3 +612,156 @@ def test_diagonal_constants_reproduce_the_exact_kernel(make_kernel, real_modes):
     K = torch.einsum("chm,hm,hml->chl", dC, dB, powers).real
     assert rel_err(K, K_true) < 1e-9
     assert consts.check_error < 1e-10
+
+
+# ---- step-constant cache ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def count_step_constants(monkeypatch):
+    """Counts the calls of S4Kernel.step_constants (the expensive discretization)."""
+    calls = []
+    orig = S4Kernel.step_constants
+
+    def spy(self, *args, **kwargs):
+        calls.append((args, kwargs))
+        return orig(self, *args, **kwargs)
+
+    monkeypatch.setattr(S4Kernel, "step_constants", spy)
+    return calls
+
+
+def _assert_steps_equal_forward(blk: S4Block, tol: float = 1e-9, **kw) -> S4State:
+    torch.manual_seed(11)
+    x = torch.randn(2, 60, 6, dtype=torch.float64)
+    ys, state = run_steps(blk, x, **kw)
+    assert rel_err(ys, blk(x)) < tol
+    return state
+
+
+def test_step_cache_reuses_constants(count_step_constants):
+    blk = perturbed_block(torch.float64)
+    a = blk.init_state(2)
+    tensors = dict(a.consts.tensors)
+    b = blk.init_state(3)
+    assert len(count_step_constants) == 1 and b.consts is a.consts
+    assert b.x.shape[0] == 3 and b.x.data_ptr() != a.x.data_ptr()  # states are independent
+    # nothing replaced or moved the shared constants' tensors after they were cached
+    assert all(b.consts.tensors[k] is v for k, v in tensors.items())
+    # the explicit defaults are the same key
+    assert blk.init_state(1, device="cpu", dtype=torch.float64, mode="auto", rate=1.0).consts is a.consts
+    assert len(count_step_constants) == 1
+    _assert_steps_equal_forward(blk)
+    assert len(count_step_constants) == 1
+    blk.clear_step_cache()
+    assert blk.init_state(1).consts is not a.consts and len(count_step_constants) == 2
+
+
+@pytest.mark.parametrize("kind", ["dplr", "diag"])
+def test_step_cache_invalidated_by_in_place_update(count_step_constants, kind):
+    blk = perturbed_block(torch.float64, kind)
+    a = blk.init_state(1)
+    with torch.no_grad():
+        blk.kernel.log_dt.add_(0.1)
+    b = _assert_steps_equal_forward(blk)
+    assert b.consts is not a.consts and len(count_step_constants) == 2
+    assert not torch.equal(b.consts["dA"], a.consts["dA"])
+
+
+def test_step_cache_invalidated_by_load_state_dict(count_step_constants):
+    blk = perturbed_block(torch.float64, seed=0)
+    a = blk.init_state(1)
+    blk.load_state_dict(perturbed_block(torch.float64, seed=1).state_dict())
+    b = _assert_steps_equal_forward(blk)
+    assert b.consts is not a.consts and len(count_step_constants) == 2
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda ps: torch.optim.SGD(ps, lr=1e-2),
+    lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=True),
+])
+def test_step_cache_invalidated_by_optimizer_step(count_step_constants, make_opt):
+    blk = perturbed_block(torch.float64)
+    a = blk.init_state(1)
+    opt = make_opt(blk.parameters())
+    blk(torch.randn(2, 30, 6, dtype=torch.float64)).square().mean().backward()
+    opt.step()
+    b = _assert_steps_equal_forward(blk)
+    assert b.consts is not a.consts and len(count_step_constants) == 2
+
+
+def test_step_cache_catches_writes_that_bypass_the_version_counter(count_step_constants):
+    blk = perturbed_block(torch.float64)
+    a = blk.init_state(1)
+    blk.kernel.log_dt.data.add_(0.1)  # .data writes do not bump _version
+    b = _assert_steps_equal_forward(blk)
+    assert b.consts is not a.consts
+    c = blk.init_state(1)
+    blk.kernel.A_imag.data = blk.kernel.A_imag.data + 0.5  # neither does assigning .data
+    d = _assert_steps_equal_forward(blk)
+    assert d.consts is not c.consts
+
+
+def test_step_cache_keyed_by_arguments(count_step_constants):
+    blk = perturbed_block(torch.float64)
+    base = blk.init_state(1)
+    others = [blk.init_state(1, mode="linear"), blk.init_state(1, dtype=torch.float32),
+              blk.init_state(1, rate=0.5)]
+    assert len(count_step_constants) == 4
+    assert len({id(s.consts) for s in [base, *others]}) == 4
+    assert others[0].mode == "linear" and others[1].x.dtype == torch.complex64
+    assert not torch.allclose(others[2].consts["dA"], base.consts["dA"])
+    assert blk.init_state(1, tol=1e-3).consts is not base.consts  # the tolerance is part of the key
+    # the cache is bounded: the oldest entries are dropped
+    for r in (0.3, 0.4, 0.6, 0.7, 0.8):
+        blk.init_state(1, rate=r, mode="linear")
+    assert len(blk._step_cache) == S4Block.STEP_CACHE_SIZE
+    n = len(count_step_constants)
+    assert blk.init_state(1, rate=0.8, mode="linear").consts is blk.init_state(1, rate=0.8, mode="linear").consts
+    assert len(count_step_constants) == n
+
+
+def test_step_cache_invalidated_by_dtype_conversion(count_step_constants):
+    blk = perturbed_block(torch.float32)
+    a = blk.init_state(1)
+    assert a.consts.state_dtype in (torch.complex64, torch.complex128)
+    blk.double()
+    b = blk.init_state(1)
+    assert b.consts is not a.consts and b.x.dtype == torch.complex128 and len(count_step_constants) == 2
+    # same float32 request, but the parameters are now float64 tensors: recomputed, not reused
+    assert blk.init_state(1, dtype=torch.float32).consts is not a.consts
+    _assert_steps_equal_forward(blk)
+
+
+def test_step_cache_not_in_state_dict_repr_or_copies():
+    blk = perturbed_block(torch.float64)
+    keys = set(blk.state_dict())
+    r = repr(blk)
+    a = blk.init_state(1)
+    assert set(blk.state_dict()) == keys and repr(blk) == r and len(blk._step_cache) == 1
+    twin = copy.deepcopy(blk)
+    assert "_step_cache" not in twin.__dict__ and len(blk._step_cache) == 1
+    b = twin.init_state(1)
+    assert b.consts is not a.consts and torch.equal(b.consts["dA"], a.consts["dA"])
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(blk))
+    assert "_step_cache" not in clone.__dict__
+    _assert_steps_equal_forward(clone)
+
+
+def test_step_cache_under_no_grad_and_inference_mode(count_step_constants):
+    blk = perturbed_block(torch.float64)
+    with torch.no_grad():
+        a = blk.init_state(1)
+    assert blk.init_state(1).consts is a.consts  # grad mode does not matter (constants never need grad)
+    with torch.inference_mode():
+        b = blk.init_state(1)
+        assert blk.init_state(1).consts is b.consts
+    # constants made in inference mode (inference tensors) are not handed out outside it
+    assert b.consts is not a.consts and blk.init_state(1).consts is a.consts
+    assert len(count_step_constants) == 2
+    with torch.inference_mode():  # inference-tensor parameters have no version counter: not cached
+        inf = perturbed_block(torch.float64)
+        c, d = inf.init_state(1), inf.init_state(1)
+    assert c.consts is not d.consts and not inf.__dict__.get("_step_cache")
