@@ -15,7 +15,7 @@ over the *same* weights:
   ``Categorical(logits=logits / tau).sample()``, its log-probability taken from ``softmax`` and copied
   to the host (``.cpu().numpy()``), and the token itself copied to the host (``.cpu()``, appended to a
   list), as in the official loop with ``return_logprobs=True`` (its entropy bookkeeping is left out).
-* ``ours`` -- ``model.generate(B, T, progress=False, mode=..., compile=...)``: the flat step program
+* ``ours`` -- ``model.generate(B, T, progress=False, mode=..., compile=..., num_threads=threads)``: the flat step program
   of :mod:`sashimi.models._fast_step`.
 
 Before timing, the script proves the baseline is the same model: over ``--check-steps`` teacher-forced
@@ -46,11 +46,11 @@ import argparse
 import contextlib
 import datetime
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
+
+from _common import machine_description
 
 import torch
 import torch.nn.functional as F
@@ -307,22 +307,6 @@ def timed(fn, device: str) -> tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def machine_description(device: str) -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.lower().startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    desc = f"{model}, {os.cpu_count()} cores, torch {torch.__version__}"
-    if device.startswith("cuda") and torch.cuda.is_available():
-        desc += f", GPU {torch.cuda.get_device_name()}"
-    return desc
-
-
 def loadavg() -> str:
     return "%.2f %.2f %.2f" % os.getloadavg() if hasattr(os, "getloadavg") else "n/a"
 
@@ -424,13 +408,13 @@ def main(argv=None) -> int:
                     try:
                         if comp:  # the first call compiles (and is not timed in samples/s)
                             t0 = time.perf_counter()
-                            lm.generate(B, 64, progress=False, mode=mode, compile=True,
+                            lm.generate(B, 64, progress=False, mode=mode, compile=True, num_threads=threads,
                                         generator=torch.Generator(device=device).manual_seed(0))
                             sync(device)
                             extra = f" (first call {time.perf_counter() - t0:.0f} s)"
 
                         def run_ours():
-                            lm.generate(B, T, progress=False, mode=mode, compile=comp,
+                            lm.generate(B, T, progress=False, mode=mode, compile=comp, num_threads=threads,
                                         generator=torch.Generator(device=device).manual_seed(0))
 
                         reps = [timed(run_ours, device) for _ in range(args.repeats)]

@@ -36,13 +36,14 @@ import datetime
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from _common import machine_description
 
 OPS = ("vandermonde", "cauchy", "ssm_dplr", "ssm_s4d")
 OP_LABEL = {
@@ -235,24 +236,6 @@ def _spawn(mode: str, spec: dict, timeout: float | None = None) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def machine_description(device: str, threads: int | None = None) -> str:
-    import torch
-
-    model = platform.processor() or platform.machine()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.lower().startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    desc = f"{model}, {os.cpu_count()} cores, torch {torch.__version__} ({threads or torch.get_num_threads()} threads)"
-    if device.startswith("cuda") and torch.cuda.is_available():
-        desc += f", GPU {torch.cuda.get_device_name()}"
-    return desc
-
-
 def fmt_len(L: int) -> str:
     return f"{L // 1024}k" if L % 1024 == 0 and L >= 1024 else str(L)
 
@@ -297,7 +280,7 @@ def main(argv=None) -> int:
 
     print(f"# SSM kernel benchmark: H={H}, N={args.N} (N/2={n2} stored modes), float32 / complex64, "
           f"device={args.device}")
-    print(f"# machine: {machine_description(args.device, args.threads)}")
+    print(f"# machine: {machine_description(args.device, args.threads or torch.get_num_threads())}")
     print(f"# date: {datetime.date.today().isoformat()}; median of {args.repeats} calls after a warm-up; "
           f"peak = max-RSS increase in a fresh process{' (CUDA: max_memory_allocated)' if args.device == 'cuda' else ''}")
     if hasattr(os, "getloadavg"):

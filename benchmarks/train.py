@@ -42,11 +42,11 @@ import argparse
 import datetime
 import gc
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
+
+from _common import machine_description
 
 MODELS = ("sashimi-8", "sashimi-2", "wavenet-512", "wavenet-1024")
 #: (model, baseline, required throughput ratio model / baseline)
@@ -120,24 +120,6 @@ class Runner:
         if record:
             self.wall.append(wall)
             self.cpu.append(cpu)
-
-
-def machine_description(device: str, threads: int) -> str:
-    import torch
-
-    model = platform.processor() or platform.machine()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.lower().startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    desc = f"{model}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads)"
-    if device.startswith("cuda") and torch.cuda.is_available():
-        desc += f", GPU {torch.cuda.get_device_name()}"
-    return desc
 
 
 def fmt_rate(x: float) -> str:

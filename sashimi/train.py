@@ -466,7 +466,7 @@ def _setup_distributed(device: str | None) -> _Dist:
         return _Dist()
     import torch.distributed as dist
 
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     here = False
     if not dist.is_initialized():
         use_cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))

@@ -6,6 +6,8 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, fields
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
@@ -161,17 +163,8 @@ class SaShiMiLM(
         Returns:
             (B,) bits per sample.
         """
-        x = audio_or_tokens
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"audio_or_tokens must be a tensor, got {type(x).__name__}")
-        if x.ndim == 1:
-            x = x.unsqueeze(0)
-        if x.is_floating_point():
-            x = quantize(x, bits=self.config.bits, quantization=self.config.quantization)
-        targets = self._check_tokens(x.to(self.decoder.weight.device), 2, "audio_or_tokens")
-        logits = self(self.shift_right(targets)).float()  # (B, T, C)
-        nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(dim=1)  # (B,) nats
-        return nll / math.log(2)
+        return token_nll_bits(self, audio_or_tokens, self.decoder.weight.device,
+                              lambda q: self._check_tokens(q, 2, "audio_or_tokens"))
 
     # ---- recurrent mode --------------------------------------------------------------------------
     def init_state(
@@ -443,6 +436,24 @@ def _made_for(s) -> torch.dtype:
     if getattr(s, "dtype", None) is None:
         return s.x.dtype
     return torch.complex128 if s.dtype == torch.float64 else torch.complex64
+
+
+def token_nll_bits(model: nn.Module, audio_or_tokens: torch.Tensor, device: torch.device,
+                   check_tokens: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """(B,) NLL in bits per sample of a token model (``model.config`` with bits and quantization,
+    ``model.shift_right``, ``model(inputs)`` -> (B, T, C) logits) on (B, T) / (T,) audio in [-1, 1]
+    (quantized with the model's settings) or int tokens, validated by ``check_tokens``."""
+    x = audio_or_tokens
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"audio_or_tokens must be a tensor, got {type(x).__name__}")
+    if x.ndim == 1:
+        x = x.unsqueeze(0)
+    if x.is_floating_point():
+        x = quantize(x, bits=model.config.bits, quantization=model.config.quantization)
+    targets = check_tokens(x.to(device))
+    logits = model(model.shift_right(targets)).float()  # (B, T, C)
+    nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(dim=1)  # (B,) nats
+    return nll / math.log(2)
 
 
 @contextlib.contextmanager

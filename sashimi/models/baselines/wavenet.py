@@ -41,7 +41,6 @@ likelihood training and throughput comparisons).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -49,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sashimi.audio import quantize
+from sashimi.models.lm import token_nll_bits
 
 __all__ = ["WaveNet", "WaveNetConfig", "wavenet_paper", "PAPER_WRAPPER_PARAMETERS"]
 
@@ -252,17 +251,8 @@ class WaveNet(nn.Module):
         Returns:
             (B,) bits per sample.
         """
-        x = audio_or_tokens
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"audio_or_tokens must be a tensor, got {type(x).__name__}")
-        if x.ndim == 1:
-            x = x.unsqueeze(0)
-        if x.is_floating_point():
-            x = quantize(x, bits=self.config.bits, quantization=self.config.quantization)
-        targets = self._check_tokens(x.to(self.head2.weight.device), "audio_or_tokens")
-        logits = self(self.shift_right(targets)).float()
-        nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(dim=1)
-        return nll / math.log(2)
+        return token_nll_bits(self, audio_or_tokens, self.head2.weight.device,
+                              lambda q: self._check_tokens(q, "audio_or_tokens"))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
