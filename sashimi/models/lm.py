@@ -23,8 +23,31 @@ __all__ = ["SaShiMiLM", "SaShiMiLMConfig", "GenerationOutput"]
 QUANTIZATIONS = ("mu-law", "linear")
 
 
+class TokenConfigMixin:
+    """For the configs of token models (fields ``bits`` and ``quantization``): the class count, the zero
+    token and the validation of both fields."""
+
+    bits: int
+    quantization: str
+
+    def _check_token_fields(self) -> None:
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 1 <= self.bits <= 16:
+            raise ValueError(f"bits must be an int in [1, 16], got {self.bits!r}")
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}")
+
+    @property
+    def n_classes(self) -> int:
+        return 2**self.bits
+
+    @property
+    def zero_token(self) -> int:
+        """The token of silence, fed as the first input (``2**(bits-1)``)."""
+        return 2 ** (self.bits - 1)
+
+
 @dataclass
-class SaShiMiLMConfig(SaShiMiConfig):
+class SaShiMiLMConfig(TokenConfigMixin, SaShiMiConfig):
     """:class:`SaShiMiConfig` plus the data settings the model's tokens mean.
 
     Attributes:
@@ -41,21 +64,9 @@ class SaShiMiLMConfig(SaShiMiConfig):
         super().__post_init__()
         if self.bidirectional:
             raise ValueError("SaShiMiLM is autoregressive: bidirectional must be False")
-        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 1 <= self.bits <= 16:
-            raise ValueError(f"bits must be an int in [1, 16], got {self.bits!r}")
-        if self.quantization not in QUANTIZATIONS:
-            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}")
+        self._check_token_fields()
         if isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, int) or self.sample_rate < 1:
             raise ValueError(f"sample_rate must be a positive int (Hz), got {self.sample_rate!r}")
-
-    @property
-    def n_classes(self) -> int:
-        return 2**self.bits
-
-    @property
-    def zero_token(self) -> int:
-        """The token of silence, fed as the first input (``2**(bits-1)``)."""
-        return 2 ** (self.bits - 1)
 
     def backbone_config(self) -> SaShiMiConfig:
         return SaShiMiConfig(**{f.name: getattr(self, f.name) for f in fields(SaShiMiConfig)})

@@ -48,11 +48,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sashimi.models.lm import token_nll_bits
+from sashimi.models.lm import TokenConfigMixin, token_nll_bits
 
 __all__ = ["WaveNet", "WaveNetConfig", "wavenet_paper", "PAPER_WRAPPER_PARAMETERS"]
 
-QUANTIZATIONS = ("mu-law", "linear")
 
 #: parameters of the official framework's Embedding(256, 256) encoder and Linear(256, 256) decoder,
 #: counted in the paper's parameter totals of the WaveNet baselines (see the module docstring)
@@ -64,7 +63,7 @@ def _is_int(v: object) -> bool:
 
 
 @dataclass
-class WaveNetConfig:
+class WaveNetConfig(TokenConfigMixin):
     """Hyperparameters of :class:`WaveNet` (defaults: the paper's WaveNet-512).
 
     Attributes:
@@ -102,19 +101,7 @@ class WaveNetConfig:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if not isinstance(self.bias, bool):
             raise TypeError(f"bias must be a bool, got {self.bias!r}")
-        if not _is_int(self.bits) or not 1 <= self.bits <= 16:
-            raise ValueError(f"bits must be an int in [1, 16], got {self.bits!r}")
-        if self.quantization not in QUANTIZATIONS:
-            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}")
-
-    @property
-    def n_classes(self) -> int:
-        return 2**self.bits
-
-    @property
-    def zero_token(self) -> int:
-        """The token of silence, fed as the first input (``2**(bits-1)``)."""
-        return 2 ** (self.bits - 1)
+        self._check_token_fields()
 
     @property
     def dilations(self) -> list[int]:
