@@ -132,6 +132,7 @@ class _CauchyImagFn(torch.autograd.Function):
         return torch.complex(out_r, out_i).transpose(0, 1)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         """Real parameters: alpha, beta (per row), s = |w|^2 and a = Re w (per pole); with
         ``E = 1 / D^2`` (``dD/ds = 1``, ``dD/da = -2 i y``) and ``gc = conj(grad)``::

@@ -266,9 +266,11 @@ class S4Block(nn.Module):
                 return consts
             del cache[key]
         consts = self.kernel.step_constants(mode, rate, dtype=dtype, tol=tol, on_fail=on_fail)
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        # copies: the constants are shared by every state made from them and must never alias a
+        # parameter (S4D's dC can be a view of C), which an optimizer step would change under them
+        move = lambda t: None if t is None else t.to(device, copy=True)  # noqa: E731
         consts = replace(
-            consts, tensors={k: v.to(device) for k, v in consts.tensors.items()},
+            consts, tensors={k: v.to(device, copy=True) for k, v in consts.tensors.items()},
             to_full=move(consts.to_full), from_full=move(consts.from_full),
         )
         if key is not None:

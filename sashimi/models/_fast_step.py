@@ -58,7 +58,7 @@ _ACT_FNS: dict[str, Callable[[Tensor], Tensor]] = {
 _ALIGN = 16  # elements: packed constants start on 64-byte boundaries (float32)
 
 
-def _unsupported(model: SaShiMi, state: SaShiMiState) -> str | None:
+def unsupported_reason(model: SaShiMi, state: SaShiMiState) -> str | None:
     if model.training and any(isinstance(m, nn.Dropout) for m in model.modules()):
         return "dropout is active (training mode)"
     for blocks, states in _pairs(model, state):
@@ -460,7 +460,7 @@ class FastStepper:
             W = lin.weight.detach()
             Wp = W.reshape(W.shape[0], -1, p).transpose(1, 2).reshape(W.shape[0], -1).contiguous()
             self.dpool.append((Wp, lin.bias.detach()))
-            self.dbuf.append(st.pool.buffer.transpose(1, 2).contiguous())
+            self.dbuf.append(st.pool.buffer.transpose(1, 2).clone(memory_format=torch.contiguous_format))
             self.dph.append(st.pool.phase)
         # UpPool i: weight rows h*pool+s -> s*Ho+h, buffer (B, pool, Ho)
         self.upool, self.ubuf, self.uph = [], [], []
@@ -471,7 +471,7 @@ class FastStepper:
             Wp = W.reshape(Ho, p, -1).transpose(0, 1).reshape(Ho * p, -1).contiguous()
             bp = b.reshape(Ho, p).t().reshape(-1).contiguous()
             self.upool.append((Wp, bp, p, Ho))
-            self.ubuf.append(st.pool.buffer.transpose(1, 2).contiguous())
+            self.ubuf.append(st.pool.buffer.transpose(1, 2).clone(memory_format=torch.contiguous_format))
             self.uph.append(st.pool.phase)
         norm = model.norm
         shape, w, b, eps = norm.normalized_shape, norm.weight.detach(), norm.bias.detach(), norm.eps
@@ -534,7 +534,7 @@ class FastStepper:
 def build(model: SaShiMi, state: SaShiMiState, compile: bool = False) -> FastStepper | None:
     """A :class:`FastStepper` for ``model`` continuing ``state``, or None when the configuration is
     not supported (the caller then steps with :meth:`SaShiMi.step`)."""
-    if _unsupported(model, state) is not None:
+    if unsupported_reason(model, state) is not None:
         return None
     with torch.no_grad():
         return FastStepper(model, state, compile=compile)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from dataclasses import dataclass, fields
 from typing import Callable
 
@@ -212,7 +213,7 @@ class SaShiMiLM(
             logits (B, P, 2**bits), state.
         """
         prompt_tokens = self._check_tokens(prompt_tokens, 2, "prompt_tokens")
-        state = self.init_state(prompt_tokens.shape[0], device=self.decoder.weight.device)
+        state = self.init_state(prompt_tokens.shape[0], device=self.decoder.weight.device, mode=mode)
         return self(prompt_tokens, state)
 
     @torch.no_grad()
@@ -270,11 +271,16 @@ class SaShiMiLM(
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-        if not (isinstance(temperature, (int, float)) and temperature > 0):
+        if isinstance(temperature, bool) or not (isinstance(temperature, (int, float)) and temperature > 0):
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        if isinstance(top_p, bool) or not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
             raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
         device = self.decoder.weight.device
+        if generator is not None and generator.device.type != device.type:
+            raise ValueError(f"generator is on {generator.device}, the model on {device}: "
+                             f"use torch.Generator(device={device.type!r})")
+        if prompt is not None and not isinstance(prompt, torch.Tensor):
+            raise TypeError(f"prompt must be a tensor of tokens or a waveform, got {type(prompt).__name__}")
         tokens = torch.empty(batch_size, num_samples, dtype=torch.long, device=device)
         ll = torch.zeros(batch_size, dtype=torch.float64, device=device)
         start = 0
@@ -305,6 +311,11 @@ class SaShiMiLM(
             logits, _ = self.step(torch.full((batch_size,), cfg.zero_token, device=device), state)
 
         stepper = _fast_step.build(self.backbone, state, compile=compile)
+        if stepper is None and compile:
+            warnings.warn(
+                "generate(compile=True) steps uncompiled: the fast step program does not cover this model "
+                f"({_fast_step.unsupported_reason(self.backbone, state)})", stacklevel=3,
+            )
         if stepper is not None:
             emb, dec_w, dec_b = self.encoder.weight, self.decoder.weight, self.decoder.bias
 
@@ -462,7 +473,8 @@ def token_nll_bits(model: nn.Module, audio_or_tokens: torch.Tensor, device: torc
     if x.is_floating_point():
         x = quantize(x, bits=model.config.bits, quantization=model.config.quantization)
     targets = check_tokens(x.to(device))
-    logits = model(model.shift_right(targets)).float()  # (B, T, C)
+    logits = model(model.shift_right(targets))  # (B, T, C)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(dim=1)  # (B,) nats
     return nll / math.log(2)
 
@@ -494,7 +506,7 @@ class _GumbelSampler:
                  generator: torch.Generator | None, device: torch.device, block: int = 256) -> None:
         block = max(1, min(block, 2**21 // (batch * classes)))  # at most 16 MB of noise
         self.shape = (block, batch, classes)
-        self.temperature, self.top_p, self.generator, self.device = float(temperature), float(top_p), generator, device
+        self.temperature, self.top_p, self.generator = float(temperature), float(top_p), generator
         self.noise = torch.empty(self.shape, dtype=torch.float64, device=device)
         self.i = block
 

@@ -44,6 +44,16 @@ def test_imaginary_nodes_gradcheck(y):
     assert rel(cauchy(v, z, w, backend="torch"), cauchy_ref(v, z, w)) < 1e-13
 
 
+def test_imaginary_nodes_second_order_is_a_clear_error():
+    """The chunked backward is not itself differentiable: asking for a second derivative says so."""
+    g = torch.Generator().manual_seed(2)
+    v, w = cplx(g, 1, 2, 4).requires_grad_(), poles(g, 2, 4).requires_grad_()
+    z = torch.complex(torch.zeros(6, dtype=torch.float64), torch.linspace(0, 3, 6, dtype=torch.float64))
+    (gv,) = torch.autograd.grad(cauchy(v, z, w, backend="torch").abs().sum(), v, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        gv.abs().sum().backward()
+
+
 def test_imaginary_nodes_float32_grads_match_the_dense_spec():
     g = torch.Generator().manual_seed(2)
     L = 3000

@@ -765,3 +765,19 @@ def test_step_cache_under_no_grad_and_inference_mode(count_step_constants):
         inf = perturbed_block(torch.float64)
         c, d = inf.init_state(1), inf.init_state(1)
     assert c.consts is not d.consts and not inf.__dict__.get("_step_cache")
+
+
+def test_cached_constants_do_not_alias_parameters():
+    """An S4D layer's output constant can be a view of C; the cached constants are copies, so an
+    in-place parameter update never changes the constants of states already made."""
+    block = S4Block(d_model=4, d_state=8, mode="diag").double()
+    state = block.init_state(1)
+    consts = {k: v.clone() for k, v in state.consts.tensors.items()}
+    params = [p for p in block.kernel.parameters()]
+    for t in state.consts.tensors.values():
+        assert all(t.untyped_storage().data_ptr() != p.untyped_storage().data_ptr() for p in params)
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.1)
+    for k, v in consts.items():
+        assert torch.equal(state.consts.tensors[k], v), k

@@ -349,3 +349,24 @@ def test_generate_compiled(built):
     assert torch.equal(eager.tokens, compiled.tokens)
     assert (eager.log_likelihood - compiled.log_likelihood).abs().max() < 1e-4
     assert _nll_matches(lm, compiled, 1e-4)
+
+
+def test_compile_fallback_warns(built):
+    """``compile=True`` on a model the program does not cover says why instead of silently stepping slowly."""
+    lm = small_lm()
+    with pytest.warns(UserWarning, match="steps uncompiled.*dense S4 states|steps uncompiled.*'diagonal' or 'linear'"):
+        lm.generate(1, 8, progress=False, mode="dense", compile=True)
+    assert built == [None]
+
+
+def test_stepper_owns_its_pool_buffers():
+    """With a pooling factor of 1 the transposed buffer is already contiguous: the stepper must still
+    copy it, leaving the caller's state untouched until ``sync``."""
+    model = make(pool=(1, 2))
+    state = model.init_state(2)
+    before = [p.buffer.clone() for p in pool_states(state)]
+    stepper = build(model, state)
+    with torch.no_grad():
+        fast_steps(stepper, torch.randn(2, 5, model.config.d_model, dtype=F64))
+    for b, p in zip(before, pool_states(state)):
+        assert torch.equal(b, p.buffer)

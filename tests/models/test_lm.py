@@ -243,3 +243,15 @@ def test_generate_restores_threads_and_checks_num_threads():
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match="num_threads"):
         lm.generate(1, 4, progress=False, num_threads=0)
+
+
+def test_prefill_and_generate_honour_mode():
+    lm = small_lm()
+    _, state = lm.prefill(lm.shift_right(torch.randint(0, 256, (1, 20))), mode="linear")
+    from sashimi.models.lm import _s4_states
+
+    assert {s.mode for s in _s4_states(state)} == {"linear"}
+    with pytest.raises(TypeError, match="prompt must be a tensor"):
+        lm.generate(1, 8, prompt=[1, 2, 3], progress=False)
+    with pytest.raises(ValueError, match="temperature"):
+        lm.generate(1, 8, temperature=True, progress=False)
