@@ -73,6 +73,33 @@ class SaShiMiLMConfig(TokenConfigMixin, SaShiMiConfig):
         return SaShiMiConfig(**{f.name: getattr(self, f.name) for f in fields(SaShiMiConfig)})
 
 
+class TokenModelMixin:
+    """For token models with a :class:`TokenConfigMixin` config: input validation and the one-step shift
+    of targets into inputs (the zero token in front)."""
+
+    config: TokenConfigMixin
+
+    def _check_tokens(self, tokens: object, ndim: int = 2, name: str = "tokens") -> torch.Tensor:
+        shape = "(B, L)" if ndim == 2 else "(B,)"
+        if not isinstance(tokens, torch.Tensor):
+            raise TypeError(f"{name} must be an int64 tensor of shape {shape}, got {type(tokens).__name__}")
+        if tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise TypeError(f"{name} must be an integer tensor of shape {shape}, got dtype {tokens.dtype}")
+        if tokens.ndim != ndim or (ndim == 2 and tokens.shape[1] == 0):
+            raise ValueError(f"{name} must have shape {shape} with L >= 1, got {tuple(tokens.shape)}")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.config.n_classes):
+            raise ValueError(
+                f"{name} out of range: expected values in [0, {self.config.n_classes}) for bits={self.config.bits}, "
+                f"got [{int(tokens.min())}, {int(tokens.max())}]"
+            )
+        return tokens.long()
+
+    def shift_right(self, targets: torch.Tensor) -> torch.Tensor:
+        """(B, L) targets -> (B, L) inputs ``[zero, q_0, ..., q_{L-2}]``."""
+        zero = torch.full_like(targets[:, :1], self.config.zero_token)
+        return torch.cat([zero, targets[:, :-1]], dim=1)
+
+
 @dataclass
 class GenerationOutput:
     """Result of :meth:`SaShiMiLM.generate`.
@@ -97,6 +124,7 @@ class GenerationOutput:
 
 
 class SaShiMiLM(
+    TokenModelMixin,
     nn.Module,
     PyTorchModelHubMixin,
     library_name="sashimi-audio",
@@ -124,26 +152,6 @@ class SaShiMiLM(
         self.decoder = nn.Linear(config.d_model, config.n_classes)
 
     # ---- helpers ---------------------------------------------------------------------------------
-    def _check_tokens(self, tokens: object, ndim: int, name: str = "tokens") -> torch.Tensor:
-        shape = "(B, L)" if ndim == 2 else "(B,)"
-        if not isinstance(tokens, torch.Tensor):
-            raise TypeError(f"{name} must be an int64 tensor of shape {shape}, got {type(tokens).__name__}")
-        if tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise TypeError(f"{name} must be an integer tensor of shape {shape}, got dtype {tokens.dtype}")
-        if tokens.ndim != ndim or (ndim == 2 and tokens.shape[1] == 0):
-            raise ValueError(f"{name} must have shape {shape} with L >= 1, got {tuple(tokens.shape)}")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.config.n_classes):
-            raise ValueError(
-                f"{name} out of range: expected values in [0, {self.config.n_classes}) for bits={self.config.bits}, "
-                f"got [{int(tokens.min())}, {int(tokens.max())}]"
-            )
-        return tokens.long()
-
-    def shift_right(self, targets: torch.Tensor) -> torch.Tensor:
-        """(B, L) targets -> (B, L) inputs ``[zero, q_0, ..., q_{L-2}]``."""
-        zero = torch.full_like(targets[:, :1], self.config.zero_token)
-        return torch.cat([zero, targets[:, :-1]], dim=1)
-
     # ---- sequence mode ---------------------------------------------------------------------------
     def forward(
         self, tokens: torch.Tensor, state: SaShiMiState | None = None

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sashimi.models.lm import TokenConfigMixin, token_nll_bits
+from sashimi.models.lm import TokenConfigMixin, TokenModelMixin, token_nll_bits
 
 __all__ = ["WaveNet", "WaveNetConfig", "wavenet_paper", "PAPER_WRAPPER_PARAMETERS"]
 
@@ -160,7 +160,7 @@ class _GatedLayer(nn.Module):
         return x + o[:, : self.res], o[:, self.res :]
 
 
-class WaveNet(nn.Module):
+class WaveNet(TokenModelMixin, nn.Module):
     """Autoregressive WaveNet over ``2**bits`` token classes, with the :class:`SaShiMiLM` token interface.
 
     Inputs are token sequences shifted right by one with the zero token in front
@@ -188,26 +188,6 @@ class WaveNet(nn.Module):
     @property
     def receptive_field(self) -> int:
         return self.config.receptive_field
-
-    def _check_tokens(self, tokens: object, name: str = "tokens") -> torch.Tensor:
-        if not isinstance(tokens, torch.Tensor):
-            raise TypeError(f"{name} must be an int64 tensor of shape (B, L), got {type(tokens).__name__}")
-        if tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise TypeError(f"{name} must be an integer tensor of shape (B, L), got dtype {tokens.dtype}")
-        if tokens.ndim != 2 or tokens.shape[1] == 0:
-            raise ValueError(f"{name} must have shape (B, L) with L >= 1, got {tuple(tokens.shape)}")
-        n = self.config.n_classes
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= n):
-            raise ValueError(
-                f"{name} out of range: expected values in [0, {n}) for bits={self.config.bits}, "
-                f"got [{int(tokens.min())}, {int(tokens.max())}]"
-            )
-        return tokens.long()
-
-    def shift_right(self, targets: torch.Tensor) -> torch.Tensor:
-        """(B, L) targets -> (B, L) inputs ``[zero, q_0, ..., q_{L-2}]``."""
-        zero = torch.full_like(targets[:, :1], self.config.zero_token)
-        return torch.cat([zero, targets[:, :-1]], dim=1)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, L) int (already shifted: see :meth:`shift_right`) -> logits (B, L, 2**bits)."""
@@ -239,7 +219,7 @@ class WaveNet(nn.Module):
             (B,) bits per sample.
         """
         return token_nll_bits(self, audio_or_tokens, self.head2.weight.device,
-                              lambda q: self._check_tokens(q, "audio_or_tokens"))
+                              lambda q: self._check_tokens(q, 2, "audio_or_tokens"))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
