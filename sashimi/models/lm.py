@@ -7,8 +7,6 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, fields
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
@@ -74,8 +72,9 @@ class SaShiMiLMConfig(TokenConfigMixin, SaShiMiConfig):
 
 
 class TokenModelMixin:
-    """For token models with a :class:`TokenConfigMixin` config: input validation and the one-step shift
-    of targets into inputs (the zero token in front)."""
+    """For ``nn.Module`` token models with a :class:`TokenConfigMixin` config whose ``forward`` maps
+    (B, L) input tokens to (B, L, C) logits: input validation, the one-step shift of targets into inputs
+    (the zero token in front), and the NLL in bits per sample."""
 
     config: TokenConfigMixin
 
@@ -98,6 +97,30 @@ class TokenModelMixin:
         """(B, L) targets -> (B, L) inputs ``[zero, q_0, ..., q_{L-2}]``."""
         zero = torch.full_like(targets[:, :1], self.config.zero_token)
         return torch.cat([zero, targets[:, :-1]], dim=1)
+
+    @torch.no_grad()
+    def log_likelihood(self, audio_or_tokens: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood in bits per sample (the paper's NLL), in convolution mode.
+
+        Args:
+            audio_or_tokens: (B, T) or (T,) waveform in [-1, 1] (quantized with the model's settings)
+                or int tokens (the targets q).
+
+        Returns:
+            (B,) bits per sample (float64 for float64 models, else float32).
+        """
+        x = audio_or_tokens
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"audio_or_tokens must be a tensor, got {type(x).__name__}")
+        if x.ndim == 1:
+            x = x.unsqueeze(0)
+        if x.is_floating_point():
+            x = quantize(x, bits=self.config.bits, quantization=self.config.quantization)
+        targets = self._check_tokens(x.to(next(self.parameters()).device), 2, "audio_or_tokens")
+        logits = self(self.shift_right(targets))  # (B, T, C)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(dim=1)  # (B,) nats
+        return nll / math.log(2)
 
 
 @dataclass
@@ -171,20 +194,6 @@ class SaShiMiLM(
             return self.decoder(self.backbone(h))
         h, state = self.backbone(h, state)
         return self.decoder(h), state
-
-    @torch.no_grad()
-    def log_likelihood(self, audio_or_tokens: torch.Tensor, *, batch_first: bool = True) -> torch.Tensor:
-        """Negative log-likelihood in bits per sample (the paper's NLL), in convolution mode.
-
-        Args:
-            audio_or_tokens: (B, T) or (T,) waveform in [-1, 1] (quantized with the model's settings)
-                or int tokens (the targets q).
-
-        Returns:
-            (B,) bits per sample.
-        """
-        return token_nll_bits(self, audio_or_tokens, self.decoder.weight.device,
-                              lambda q: self._check_tokens(q, 2, "audio_or_tokens"))
 
     # ---- recurrent mode --------------------------------------------------------------------------
     def init_state(
@@ -466,25 +475,6 @@ def _made_for(s) -> torch.dtype:
     if getattr(s, "dtype", None) is None:
         return s.x.dtype
     return torch.complex128 if s.dtype == torch.float64 else torch.complex64
-
-
-def token_nll_bits(model: nn.Module, audio_or_tokens: torch.Tensor, device: torch.device,
-                   check_tokens: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """(B,) NLL in bits per sample of a token model (``model.config`` with bits and quantization,
-    ``model.shift_right``, ``model(inputs)`` -> (B, T, C) logits) on (B, T) / (T,) audio in [-1, 1]
-    (quantized with the model's settings) or int tokens, validated by ``check_tokens``."""
-    x = audio_or_tokens
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"audio_or_tokens must be a tensor, got {type(x).__name__}")
-    if x.ndim == 1:
-        x = x.unsqueeze(0)
-    if x.is_floating_point():
-        x = quantize(x, bits=model.config.bits, quantization=model.config.quantization)
-    targets = check_tokens(x.to(device))
-    logits = model(model.shift_right(targets))  # (B, T, C)
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(dim=1)  # (B,) nats
-    return nll / math.log(2)
 
 
 @contextlib.contextmanager

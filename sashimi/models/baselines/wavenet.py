@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sashimi.models.lm import TokenConfigMixin, TokenModelMixin, token_nll_bits
+from sashimi.models.lm import TokenConfigMixin, TokenModelMixin
 
 __all__ = ["WaveNet", "WaveNetConfig", "wavenet_paper", "PAPER_WRAPPER_PARAMETERS"]
 
@@ -206,20 +206,6 @@ class WaveNet(TokenModelMixin, nn.Module):
             skip = skip + sum(layer.out.bias[R:] for layer in self.layers).unsqueeze(-1)
         h = self.head2(F.relu(self.head1(F.relu(skip))))  # (B, C, L)
         return h.transpose(1, 2)
-
-    @torch.no_grad()
-    def log_likelihood(self, audio_or_tokens: torch.Tensor) -> torch.Tensor:
-        """Negative log-likelihood in bits per sample (as :meth:`SaShiMiLM.log_likelihood`).
-
-        Args:
-            audio_or_tokens: (B, T) or (T,) waveform in [-1, 1] (quantized with the model's settings)
-                or int tokens (the targets q).
-
-        Returns:
-            (B,) bits per sample.
-        """
-        return token_nll_bits(self, audio_or_tokens, self.head2.weight.device,
-                              lambda q: self._check_tokens(q, 2, "audio_or_tokens"))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
