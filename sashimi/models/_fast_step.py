@@ -375,6 +375,7 @@ class _Unit:
             [(f, (*ts, *p[::step]) if p is not None else tuple(ts)) for f, ts, p in zip(fns, consts, bufs)]
             for step in (1, -1)
         ]
+        self.tables = [[T for _, T in b] for b in self.blocks]  # per parity, for _run_unit
         self.cfn = None
         if compile and self.fns:
             # pack the constants into one flat tensor per dtype (64-byte aligned views)
@@ -419,7 +420,7 @@ class _Unit:
             for f, T in self.blocks[parity]:
                 h = f(h, T)
             return h + a
-        return _run_unit(kind, self.fns, h, extras, [T for _, T in self.blocks[parity]])
+        return _run_unit(kind, self.fns, h, extras, self.tables[parity])
 
     def sync(self) -> None:
         for st, X, Xn in self.s4:
