@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from sashimi._paths import cache_root
+
 __all__ = [
     "CONFIG_NAME",
     "WEIGHTS_NAME",
@@ -375,13 +377,10 @@ def load_pretrained(
 
 
 def converted_cache_root() -> Path:
-    """Where converted release checkpoints are cached: ``$SASHIMI_CACHE``, else
-    ``$XDG_CACHE_HOME/sashimi-audio``, else ``~/.cache/sashimi-audio`` (sub-folder ``converted``)."""
-    root = os.environ.get("SASHIMI_CACHE")
-    if not root:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(base, "sashimi-audio")
-    return Path(root) / "converted"
+    """Where converted release checkpoints are cached: the sub-folder ``converted`` of
+    :func:`sashimi._paths.cache_root` (``$SASHIMI_CACHE``, else ``$XDG_CACHE_HOME/sashimi-audio``, else
+    ``~/.cache/sashimi-audio``)."""
+    return cache_root() / "converted"
 
 
 def _sha256(path: str | os.PathLike) -> str:

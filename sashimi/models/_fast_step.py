@@ -3,16 +3,16 @@
 :class:`FastStepper` mirrors :meth:`SaShiMi._step` (same tier schedule, same arithmetic up to float
 rounding) but is built once per generation from the model's weights and a :class:`SaShiMiState`:
 
-* S4 layers step in real arithmetic on a real state laid out (B, 2, M, H) (real and imaginary
-  parts stacked, the channel dimension H innermost, so that every sum over the modes is a reduction
-  over a non-innermost dimension, vectorised along H). The complex product with the transition is
-  two broadcast products (``X[:, :1] * [Re a; Im a] + X[:, 1:] * [-Im a; Re a]``). Every inner
-  product the step needs -- the output ``Re(C x')``, and in 'linear' mode the Woodbury terms
-  ``Re(2 conj(P) x)`` and ``Re(2 conj(P) z)`` -- is rewritten, with constants folded once in float64,
-  as an inner product with the *incoming* state, so all of them are one batched reduction over x
-  and the new state is one pointwise pass; D, the output weight 2, ``W^-1`` and all signs are
-  folded into the constants. Each layer has two state buffers used alternately (read one, write the
-  other): no copies;
+* S4 layers step in real arithmetic on a real (B, 2M, H) state (real parts, then imaginary parts;
+  the channel dimension H innermost), with the layer's input applied *lazily*: the input of step t
+  is folded into the state at the start of step t + 1. Every inner product a step reads from the
+  state -- the output ``Re(C x')`` and, in 'linear' mode, the Woodbury terms ``Re(2 conj(P) x)`` and
+  ``Re(2 conj(P) z)`` -- is rewritten (constants folded once in float64) as an inner product with
+  the incoming state, so all the state work of a tier's S4 layers is one pass at the start of the
+  tier's step (:class:`sashimi.kernels.native.PhaseProgram`: a C kernel compiled on first use, or
+  PyTorch), and the layer-by-layer part of the step touches only (B, H) tensors:
+  ``y = R[ne:] + D' u``. D, the output weight 2, ``W^-1`` and all signs are folded into the
+  constants;
 * modules are bypassed: each residual block is one function of its tensors (``F.linear``,
   ``F.layer_norm``); weight-normalised pooling weights are materialised once, and the pooling weights
   are permuted so that the pooling buffers are written and read contiguously;
@@ -25,8 +25,8 @@ rounding) but is built once per generation from the model's weights and a :class
   depends only on the model's structure, so it is cached across steppers (and generations) of the
   same architecture and batch size.
 
-The stepper owns copies of the state tensors; :meth:`FastStepper.sync` writes them back into the
-:class:`SaShiMiState` it was built from. Unsupported configurations (dropout active in training
+The stepper owns copies of the state tensors (each S4 state with its pending input);
+:meth:`FastStepper.sync` writes them back into the :class:`SaShiMiState` it was built from. Unsupported configurations (dropout active in training
 mode, 'dense' S4 states, a DPLR rank above 1 in 'linear' mode) make :func:`build` return None;
 callers then use :meth:`SaShiMi.step`.
 """
@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sashimi.kernels.native import PhaseLayer, PhaseProgram, block_width, from_blocked, to_blocked
 from sashimi.layers.blocks import FFBlock, ResidualBlock, ScalarChannelNorm
 from sashimi.layers.s4block import S4Block, S4State
 from sashimi.models.sashimi import SaShiMi, SaShiMiState
@@ -135,51 +136,20 @@ def _ff_fn(H: int, norm: str, eps: float, prenorm: bool) -> BlockFn:
 
 
 @functools.lru_cache(maxsize=None)
-def _s4_fn(
-    H: int, mode: str, M: int, c: int, act: str, postact: str | None, norm: str, eps: float, prenorm: bool,
-    cast: bool,
-) -> BlockFn:
-    """The residual S4 block step. Tensors: (norm 1, norm 2, [W, b,] *SSM constants, X, Xn): the
-    (B, 2, M, H) real state X is read and the next state is written into Xn (the caller alternates
-    the two buffers)."""
+def _s4_fn(H: int, ne: int, c: int, act: str, postact: str | None, norm: str, eps: float, prenorm: bool,
+           cast: bool) -> BlockFn:
+    """The residual S4 block step after the state pass. Tensors: (norm 1, norm 2, [W, b,] D', R, U):
+    the output is ``R[:, ne:] + D' u`` (R: (B, ne + c, H), the state pass's reductions) and the
+    block's input u is stored in U (B, H), the state's pending input for the next pass."""
     nf = _norm_fn(norm, eps, H)
     actf = _ACT_FNS[act]
     has_linear, glu = postact is not None, postact == "glu"
-    K = 2 * M
-
-    if mode == "diagonal":  # x' = dA x + dB u; y = Re(C x') (+ D u) = <C~, x> + (<C, dB> + D) u
-
-        def ssm(u: Tensor, S: tuple) -> Tensor:
-            W, K1, K2, Bs, CBD, X, Xn = S
-            Bn = u.shape[0]
-            r = (X.view(Bn, 1, K, H) * W).sum(2)  # (B, c, H)
-            u4 = u.view(Bn, 1, 1, H)
-            torch.mul(X[:, :1], K1, out=Xn)
-            Xn.addcmul_(X[:, 1:], K2).addcmul_(u4, Bs)
-            return torch.addcmul(r, u.unsqueeze(1), CBD)
-
-    else:  # linear (Woodbury, rank 1), all inner products taken on the incoming state x:
-        # s = <P, x>, q = <P, z> = <A, x> + <P, Hs> s + <P, G> u, x' = z + q Qw with
-        # z = da x + Hs s + G u, y = <C, x'> (+ D u) = <C~, x> + <C, Hs> s + (<C, G> + D) u + <C, Qw> q
-
-        def ssm(u: Tensor, S: tuple) -> Tensor:
-            W, K1, K2, Hs, G, Qw, PHG, CHGQ, X, Xn = S
-            Bn = u.shape[0]
-            r = (X.view(Bn, 1, K, H) * W).sum(2)  # (B, 2 + c, H): s, <A, x>, <C~_k, x>
-            s = r[:, 0]
-            q = torch.addcmul(r[:, 1], s, PHG[0]).addcmul_(u, PHG[1])  # out of place: no writes into r
-            y = torch.addcmul(r[:, 2:], s.unsqueeze(1), CHGQ[0])
-            y.addcmul_(u.unsqueeze(1), CHGQ[1]).addcmul_(q.unsqueeze(1), CHGQ[2])
-            torch.mul(X[:, :1], K1, out=Xn)
-            Xn.addcmul_(X[:, 1:], K2).addcmul_(s.view(Bn, 1, 1, H), Hs).addcmul_(u.view(Bn, 1, 1, H), G)
-            Xn.addcmul_(q.view(Bn, 1, 1, H), Qw)
-            return y
-
-    n_ssm = 7 if mode == "diagonal" else 10  # the trailing tensors ssm() takes
 
     def layer(z: Tensor, T: tuple) -> Tensor:
-        u = z.to(T[-1].dtype) if cast else z
-        y = ssm(u, T[-n_ssm:])
+        Dp, R, U = T[-3:]
+        u = z.to(U.dtype) if cast else z
+        U.copy_(u)
+        y = torch.addcmul(R[:, ne:], u.unsqueeze(1), Dp)  # (B, c, H)
         y = y[:, 0] if c == 1 else y.reshape(u.shape[0], c * H)
         y = actf(y.to(z.dtype) if cast else y)
         if has_linear:
@@ -212,13 +182,13 @@ def _fold(V: Tensor, K1: Tensor, K2: Tensor) -> Tensor:
     return torch.stack([(V * K1).sum(-3), (V * K2).sum(-3)], dim=-3)
 
 
-def _s4_block(blk: ResidualBlock, st: S4State) -> tuple[BlockFn, list[Tensor], Tensor]:
-    """The step function, constants and (B, 2, M, H) state of a residual S4 block."""
+def _s4_block(blk: ResidualBlock, st: S4State) -> tuple[BlockFn, list[Tensor], PhaseLayer]:
+    """The step function and (B, H)-side constants of a residual S4 block, and its state pass."""
     layer: S4Block = blk.layer
     consts = st.consts
     sdt = st.x.real.dtype
     iodt = layer.D.dtype if st.dtype is None else st.dtype
-    _, H, M = st.x.shape
+    Bn, H, M = st.x.shape
     norm, eps, nt = _norm_tensors(blk.norm)
     f64 = torch.float64
     D = layer.D.detach().to(f64)  # (c, H)
@@ -229,43 +199,50 @@ def _s4_block(blk: ResidualBlock, st: S4State) -> tuple[BlockFn, list[Tensor], T
     def re_im(t: Tensor) -> tuple[Tensor, Tensor]:  # folded in float64, rounded once to the state dtype
         return t.real.to(f64), t.imag.to(f64)
 
-    def flat(t: Tensor) -> Tensor:
-        return t.reshape(*t.shape[:-3], 2 * M, H)
+    def ip(V: Tensor, U: Tensor) -> Tensor:
+        return (V * U).sum((-3, -2))
 
-    if consts.mode == "diagonal":
+    if consts.mode == "diagonal":  # x' = a x + dB u; y = Re(C x') (+ D u) = <C~, x> + (<C, dB> + D) u
         ar, ai = re_im(consts["dA"])
         br, bi = re_im(consts["dB"])
         cr, ci = re_im(consts["dC"] * (2.0 if consts.two_re else 1.0))  # (c, H, M)
-        K1, K2, Bs = _stack(ar, ai), _stack(-ai, ar), _stack(br, bi)
+        K1, K2, G = _stack(ar, ai), _stack(-ai, ar), _stack(br, bi)
         C = _stack(cr, -ci)  # (c, 2, M, H): Re(C v) = cr vr - ci vi
-        ssm = [flat(_fold(C, K1, K2)), K1, K2, Bs, (C * Bs).sum((-3, -2)) + D]
-    else:
+        W, E, Dp = _fold(C, K1, K2), G.new_zeros(0, 2, M, H), ip(C, G) + D
+    else:  # linear (Woodbury, rank 1), all inner products taken on the incoming state x:
+        # s = <P, x>, q = <P, z> = <P~, x> + <P, Hs> s + <P, G> u, x' = z + q Qw with z = a x + Hs s + G u,
+        # y = <C, x'> (+ D u); so x' = a x + (Hs + <P, Hs> Qw) s + Qw <P~, x> + (G + <P, G> Qw) u and
+        # y = <C~ + (<C, Hs> + <C, Qw> <P, Hs>) P + <C, Qw> P~, x> + (<C, G> + D + <C, Qw> <P, G>) u
         t = consts.tensors
-        dar, dai = re_im(t["da"])
+        ar, ai = re_im(t["da"])
         pr, pi = re_im(t["Pc2"][0])
         hpr, hpi = re_im(t["dhP"][0])
         gr, gi = re_im(t["ddtB"])
         qr, qi = re_im(t["dP"][0])
         winv = t["Winv"][:, 0].to(f64)  # (H, 1)
         cr, ci = re_im(t["C2"])
-        K1, K2 = _stack(dar, dai), _stack(-dai, dar)
+        K1, K2 = _stack(ar, ai), _stack(-ai, ar)
         P = _stack(pr, -pi)  # Re(2 conj(P) v) = pr vr - pi vi
-        Hs, G, Qw = _stack(-hpr, -hpi), _stack(gr, gi), _stack(-qr * winv, -qi * winv)
+        Hs, G0, Qw = _stack(-hpr, -hpi), _stack(gr, gi), _stack(-qr * winv, -qi * winv)
         C = _stack(cr, -ci)  # (c, 2, M, H)
+        Pt = _fold(P, K1, K2)
+        p_h, p_g = ip(P, Hs), ip(P, G0)  # (H,)
+        c_h, c_g, c_q = ip(C, Hs), ip(C, G0) + D, ip(C, Qw)  # (c, H)
+        G = G0 + p_g * Qw
+        E = torch.stack([Hs + p_h * Qw, Qw])  # (2, 2, M, H)
+        W = torch.cat([P[None], Pt[None], _fold(C, K1, K2) + (c_h + c_q * p_h)[:, None, None] * P + c_q[:, None, None] * Pt])
+        Dp = c_g + c_q * p_g
+    Cb = block_width(H, sdt)
 
-        def ip(V: Tensor, U: Tensor) -> Tensor:
-            return (V * U).sum((-3, -2))
+    def blocked(t: Tensor) -> Tensor:  # (..., 2, M, H) -> (..., H / Cb, 2M, Cb) in the state dtype
+        return to_blocked(t.reshape(*t.shape[:-3], 2 * M, H).to(sdt), Cb)
 
-        W = torch.cat([flat(P)[None], flat(_fold(P, K1, K2))[None], flat(_fold(C, K1, K2))])  # (2 + c, 2M, H)
-        PHG = torch.stack([ip(P, Hs), ip(P, G)])  # (2, H)
-        CHGQ = torch.stack([ip(C, Hs), ip(C, G) + D, ip(C, Qw)])  # (3, c, H)
-        ssm = [W, K1, K2, Hs, G, Qw, PHG, CHGQ]
-    ssm = [v.to(sdt).contiguous() for v in ssm]
-    X = _stack(st.x.real, st.x.imag)
+    X = blocked(_stack(st.x.real, st.x.imag))
+    W = blocked(W)
+    phase = PhaseLayer(X, X.new_zeros(Bn, H), blocked(G), W, blocked(K1), blocked(E), X.new_empty(Bn, W.shape[0], H))
     act = _ACTS[type(layer.activation)]
-    fn = _s4_fn(H, consts.mode, M, c, act, layer.postact if lin_t else None, norm, eps, bool(blk.prenorm),
-                sdt != iodt)
-    return fn, [*nt, *lin_t, *ssm], X
+    fn = _s4_fn(H, E.shape[0], c, act, layer.postact if lin_t else None, norm, eps, bool(blk.prenorm), sdt != iodt)
+    return fn, [*nt, *lin_t, Dp.to(sdt).contiguous()], phase
 
 
 def _ff_block(blk: ResidualBlock) -> tuple[BlockFn, list[Tensor]]:
@@ -323,8 +300,9 @@ def _guard_filter(entries: list) -> list[bool]:
 
 def _compiled_unit(key: tuple) -> Callable:
     """A torch.compile'd unit of a given structure; its arguments are (h, *extras, *flat constants,
-    *states) (states: two buffers per S4 layer, read and written). The function depends only on
-    ``key``, so it is shared by every stepper with that structure."""
+    *states) (states: per S4 layer the state pass's reductions R, read, and the pending input U,
+    written). The function depends only on ``key``, so it is shared by every stepper with that
+    structure."""
     fn = _COMPILED.get(key)
     if fn is not None:
         return fn
@@ -350,32 +328,29 @@ def _compiled_unit(key: tuple) -> Callable:
 
 
 class _Unit:
-    """The residual blocks of one tier: an eager program (a list of (function, tensors)) and,
-    optionally, the compiled one. Each S4 layer has two state buffers; every call reads one and
-    writes the other, then they swap roles."""
+    """The residual blocks of one tier: the state pass of its S4 layers, then an eager program (a list
+    of (function, tensors)) or, optionally, the compiled one."""
 
-    def __init__(self, kind: str, mods: nn.ModuleList, states: list, n_extra: int, compile: bool) -> None:
+    def __init__(self, kind: str, mods: nn.ModuleList, states: list, n_extra: int, compile: bool,
+                 native: bool | None) -> None:
         self.kind = kind
-        self.parity = 0
-        self.s4: list[tuple[S4State, Tensor, Tensor]] = []
+        self.s4: list[tuple[S4State, PhaseLayer]] = []
         fns, consts, bufs = [], [], []
         for blk, st in zip(mods, states):
             if isinstance(blk.layer, S4Block):
-                fn, ts, X = _s4_block(blk, st)
-                pair = (X, torch.empty_like(X))
-                self.s4.append((st, *pair))
+                fn, ts, phase = _s4_block(blk, st)
+                self.s4.append((st, phase))
+                pair = (phase.R, phase.U)
             else:
                 fn, ts = _ff_block(blk)
                 pair = None
             fns.append(fn)
             consts.append([t.detach() for t in ts])
             bufs.append(pair)
+        self.phase = PhaseProgram([p for _, p in self.s4], native=native)
         self.fns = tuple(fns)
-        self.blocks = [
-            [(f, (*ts, *p[::step]) if p is not None else tuple(ts)) for f, ts, p in zip(fns, consts, bufs)]
-            for step in (1, -1)
-        ]
-        self.tables = [[T for _, T in b] for b in self.blocks]  # per parity, for _run_unit
+        self.table = [(*ts, *p) if p is not None else tuple(ts) for ts, p in zip(consts, bufs)]
+        self.blocks = list(zip(fns, self.table))
         self.cfn = None
         if compile and self.fns:
             # pack the constants into one flat tensor per dtype (64-byte aligned views)
@@ -401,31 +376,31 @@ class _Unit:
                     pairs.append(p)
             flats = [torch.cat(chunks[d]) for d in dtypes]
             self.cfn = _compiled_unit((kind, self.fns, tuple(layout), n_extra, len(flats)))
-            self.cargs = [(*flats, *(x for p in pairs for x in p[::step])) for step in (1, -1)]
+            self.cargs = (*flats, *(x for p in pairs for x in p))
 
     def __call__(self, h: Tensor, *extras: Tensor) -> Any:
-        parity = self.parity
-        self.parity = 1 - parity
+        self.phase()
         if self.cfn is not None:
-            return self.cfn(h, *extras, *self.cargs[parity])
+            return self.cfn(h, *extras, *self.cargs)
         kind = self.kind
         if kind == "up":
             h = h + extras[0]
             u = h
-            for f, T in self.blocks[parity]:
+            for f, T in self.blocks:
                 h = f(h, T)
             return h + u
         if kind == "center":
             a = h
-            for f, T in self.blocks[parity]:
+            for f, T in self.blocks:
                 h = f(h, T)
             return h + a
-        return _run_unit(kind, self.fns, h, extras, self.tables[parity])
+        return _run_unit(kind, self.fns, h, extras, self.table)
 
     def sync(self) -> None:
-        for st, X, Xn in self.s4:
-            cur = Xn if self.parity else X
-            st.x.copy_(torch.complex(cur[:, 0], cur[:, 1]).transpose(1, 2))
+        for st, (X, U, G, *_) in self.s4:
+            M = X.shape[2] // 2
+            cur = torch.addcmul(from_blocked(X), U.unsqueeze(1), from_blocked(G))  # the pending input applied
+            st.x.copy_(torch.complex(cur[:, :M], cur[:, M:]).transpose(1, 2))
 
 
 class FastStepper:
@@ -435,25 +410,25 @@ class FastStepper:
     ``model.step(x, state)[0]``.
     """
 
-    def __init__(self, model: SaShiMi, state: SaShiMiState, compile: bool = False) -> None:
+    def __init__(self, model: SaShiMi, state: SaShiMiState, compile: bool = False, native: bool | None = None) -> None:
         self.state = state
         cfg = model.config
         self.pool = list(cfg.pool)
         self.unet = cfg.unet
         K = len(self.pool)
         self.down_units = [
-            _Unit("down", t.blocks, s.blocks, 0, compile) if len(t.blocks) else None
+            _Unit("down", t.blocks, s.blocks, 0, compile, native) if len(t.blocks) else None
             for t, s in zip(model.down, state.down)
         ]
-        self.center_unit = _Unit("center", model.center, state.center, 0, compile)
+        self.center_unit = _Unit("center", model.center, state.center, 0, compile, native)
         self.up_units = []
         for i in range(K):
             t, s = model.up[i], state.up[i]
             if self.unet:
                 n_extra = 1 + len(model.down[i].blocks)
-                self.up_units.append(_Unit("up_unet", t.blocks, s.blocks, n_extra, compile))
+                self.up_units.append(_Unit("up_unet", t.blocks, s.blocks, n_extra, compile, native))
             else:
-                self.up_units.append(_Unit("up", t.blocks, s.blocks, 1, compile))
+                self.up_units.append(_Unit("up", t.blocks, s.blocks, 1, compile, native))
         # DownPool i: weight columns h*pool+s -> s*H+h, buffer (B, pool, H)
         self.dpool, self.dbuf, self.dph = [], [], []
         for tier, st in zip(model.down, state.down):
@@ -532,10 +507,11 @@ class FastStepper:
         return self.state
 
 
-def build(model: SaShiMi, state: SaShiMiState, compile: bool = False) -> FastStepper | None:
+def build(model: SaShiMi, state: SaShiMiState, compile: bool = False, native: bool | None = None) -> FastStepper | None:
     """A :class:`FastStepper` for ``model`` continuing ``state``, or None when the configuration is
-    not supported (the caller then steps with :meth:`SaShiMi.step`)."""
+    not supported (the caller then steps with :meth:`SaShiMi.step`). ``native``: the S4 state pass
+    with the C kernel when available (None), always (True: an error if unavailable) or never (False)."""
     if unsupported_reason(model, state) is not None:
         return None
     with torch.no_grad():
-        return FastStepper(model, state, compile=compile)
+        return FastStepper(model, state, compile=compile, native=native)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from sashimi import S4Block, S4Kernel
+from sashimi.kernels.native import native_status
 from sashimi.layers.blocks import ResidualBlock, ScalarChannelNorm
 from sashimi.layers.pool import PoolState
 from sashimi.layers.s4block import S4State
@@ -97,15 +98,32 @@ def fast_steps(stepper: FastStepper, x: torch.Tensor) -> torch.Tensor:
     return torch.stack([stepper.step(x[:, t]) for t in range(x.shape[1])], dim=1)
 
 
-def assert_fast_equals_model(model: SaShiMi, dtype: torch.dtype, mode: str, length: int = L) -> SaShiMiState:
+def native_param(native: bool) -> bool:
+    """``native`` for :func:`build`; skips when the C kernel is requested but cannot load here."""
+    if native and native_status() != "ok":
+        pytest.skip(f"the native SSM kernel is unavailable: {native_status()}")
+    return native
+
+
+def state_passes(stepper: FastStepper) -> list:
+    units = [*stepper.down_units, stepper.center_unit, *stepper.up_units]
+    return [u.phase for u in units if u is not None and u.phase.layers]
+
+
+def assert_fast_equals_model(
+    model: SaShiMi, dtype: torch.dtype, mode: str, length: int = L, native: bool | None = None
+) -> SaShiMiState:
     """From fresh states, FastStepper.step equals SaShiMi.step over ``length`` steps (batch 2).
-    Returns the stepper's state (for checks of the S4 modes in use)."""
+    Returns the stepper's state (for checks of the S4 modes in use). ``native``: see :func:`build`;
+    True / False also checks which state pass ran."""
     torch.manual_seed(5)
     x = torch.randn(2, length, model.config.d_model, dtype=dtype)
     ref = model_steps(model, x, model.init_state(2, mode=mode))
     state = model.init_state(2, mode=mode)
-    stepper = build(model, state)
+    stepper = build(model, state, native=native)
     assert isinstance(stepper, FastStepper)
+    if native is not None:
+        assert state_passes(stepper) and all(p.native == native for p in state_passes(stepper))
     out = fast_steps(stepper, x)
     assert out.dtype == dtype and out.shape == ref.shape
     err = rel_err(out, ref)
@@ -130,14 +148,16 @@ STEP_CASES = [
 ]
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native", "torch"])
 @pytest.mark.parametrize("unet", [False, True], ids=["plain", "unet"])
 @pytest.mark.parametrize("dtype,ssm,mode,want_mode,want_cdt", STEP_CASES, ids=lambda v: str(v).replace("torch.", ""))
-def test_fast_step_equals_model_step(unet, dtype, ssm, mode, want_mode, want_cdt):
+def test_fast_step_equals_model_step(unet, dtype, ssm, mode, want_mode, want_cdt, native):
     """157 steps (both pooling windows left open at the end) of the stepper equal ``model.step`` in
     every S4 state form it supports (linear, diagonal, diagonal64, S4D), float64 within 1e-9 and
-    float32 within 1e-5; the S4 states are of the expected form (so each code path runs)."""
+    float32 within 1e-5, with the S4 state pass in C and in PyTorch; the S4 states are of the
+    expected form (so each code path runs)."""
     model = make(dtype, ssm, unet=unet)
-    state = assert_fast_equals_model(model, dtype, mode)
+    state = assert_fast_equals_model(model, dtype, mode, native=native_param(native))
     s4 = s4_states(state)
     assert len(s4) == (5 if unet else 3)
     assert all(s.mode == want_mode and s.x.dtype == want_cdt and s.dtype == dtype for s in s4)
@@ -208,10 +228,11 @@ def test_layer_variants(name):
 SYNC_CASES = [(F64, "legs", "linear"), (F64, "random", "diagonal"), (F64, "s4d", "auto"), (F32, "legs", "auto")]
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native", "torch"])
 @pytest.mark.parametrize("unet", [False, True], ids=["plain", "unet"])
 @pytest.mark.parametrize("dtype,ssm,mode", SYNC_CASES, ids=lambda v: str(v).replace("torch.", ""))
 @torch.no_grad()
-def test_sync_then_model_step_continues_the_stream(unet, dtype, ssm, mode):
+def test_sync_then_model_step_continues_the_stream(unet, dtype, ssm, mode, native):
     """``model.step`` for 7 steps, a stepper built from that mid-window state for 100 steps,
     ``sync()``, then ``model.step`` to the end: the outputs and the final state (S4 states, pooling
     buffers and phases) equal a stream that never used the stepper. Before ``sync`` the stepper
@@ -225,7 +246,7 @@ def test_sync_then_model_step_continues_the_stream(unet, dtype, ssm, mode):
     state = model.init_state(2, mode=mode)
     head = model_steps(model, x[:, :7], state)
     before = state.clone()
-    stepper = build(model, state)
+    stepper = build(model, state, native=native_param(native))
     mid = fast_steps(stepper, x[:, 7:107])
     for a, b in zip(s4_states(state), s4_states(before)):
         assert torch.equal(a.x, b.x)
