@@ -34,7 +34,9 @@ callers then use :meth:`SaShiMi.step`.
 from __future__ import annotations
 
 import functools
+import threading
 import types
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 import torch
@@ -285,6 +287,8 @@ def _run_unit(kind: str, fns: tuple, h: Tensor, extras: tuple, Ts: list) -> Any:
 
 #: compiled units by structure (see :func:`_compiled_unit`)
 _COMPILED: dict[tuple, Callable] = {}
+#: held by a unit's first call (the one that compiles): steppers may run in several threads
+_COMPILE_LOCK = threading.Lock()
 #: guards kept on a compiled unit: tensor metadata and the global torch state. The rest (constants of
 #: the closure: its layout and block functions) cannot change, because each structure gets its own
 #: code object; dropping them makes a call cost microseconds instead of a check of every closure value
@@ -306,7 +310,7 @@ def _compiled_unit(key: tuple) -> Callable:
     fn = _COMPILED.get(key)
     if fn is not None:
         return fn
-    kind, fns, layout, n_extra, n_flat = key
+    kind, fns, layout, n_extra, n_flat, device_type = key
 
     def unit(h: Tensor, *args: Tensor) -> Any:
         extras, flats, states = args[:n_extra], args[n_extra : n_extra + n_flat], args[n_extra + n_flat :]
@@ -321,7 +325,9 @@ def _compiled_unit(key: tuple) -> Callable:
     # a code object of its own: dynamo keeps its compiled graphs (one per batch size) per code object
     code = unit.__code__.replace(co_name=f"sashimi_unit_{len(_COMPILED)}")
     unit = types.FunctionType(code, unit.__globals__, code.co_name, unit.__defaults__, unit.__closure__)
-    opts = {"guard_filter_fn": _guard_filter} if hasattr(torch.compiler, "skip_all_guards_unsafe") else None
+    opts: dict[str, Any] = {"guard_filter_fn": _guard_filter} if hasattr(torch.compiler, "skip_all_guards_unsafe") else {}
+    if device_type == "cpu":  # a C++ wrapper: a call runs without the Python interpreter (and the GIL)
+        opts["cpp_wrapper"] = True
     fn = torch.compile(unit, dynamic=False, fullgraph=True, options=opts)
     _COMPILED[key] = fn
     return fn
@@ -348,6 +354,7 @@ class _Unit:
             consts.append([t.detach() for t in ts])
             bufs.append(pair)
         self.phase = PhaseProgram([p for _, p in self.s4], native=native)
+        self.prefetched = False
         self.fns = tuple(fns)
         self.table = [(*ts, *p) if p is not None else tuple(ts) for ts, p in zip(consts, bufs)]
         self.blocks = list(zip(fns, self.table))
@@ -375,12 +382,25 @@ class _Unit:
                 if p is not None:
                     pairs.append(p)
             flats = [torch.cat(chunks[d]) for d in dtypes]
-            self.cfn = _compiled_unit((kind, self.fns, tuple(layout), n_extra, len(flats)))
+            self.cfn = _compiled_unit((kind, self.fns, tuple(layout), n_extra, len(flats), flats[0].device.type))
+            self.warm = False
             self.cargs = (*flats, *(x for p in pairs for x in p))
 
-    def __call__(self, h: Tensor, *extras: Tensor) -> Any:
+    def prefetch(self) -> None:
+        """Run the state pass of the next call now (the pending inputs are those of the last call)."""
         self.phase()
+        self.prefetched = True
+
+    def __call__(self, h: Tensor, *extras: Tensor) -> Any:
+        if not self.prefetched:
+            self.phase()
+        self.prefetched = False
         if self.cfn is not None:
+            if not self.warm:  # the first call compiles (or finds the graph): one thread at a time
+                with _COMPILE_LOCK:
+                    out = self.cfn(h, *extras, *self.cargs)
+                self.warm = True
+                return out
             return self.cfn(h, *extras, *self.cargs)
         kind = self.kind
         if kind == "up":
@@ -408,10 +428,20 @@ class FastStepper:
 
     ``stepper.step(x)`` maps (B, d_model) inputs to (B, d_model) outputs (final norm included), like
     ``model.step(x, state)[0]``.
+
+    ``pipeline=True``: the lower tiers (everything below tier 0, run when tier 0's pooling window
+    closes) run in a worker thread while tier 0 goes on. This is exact, not an approximation: the
+    UpPool shifts by one window, so what the lower tiers compute at a closing step is first read by
+    tier 0 at the next step, which waits for it; lower-tier tasks run in order, in one thread. Call
+    :meth:`close` when done. The worker also runs each lower unit's next state pass ahead of time, so
+    a pipelined stepper cannot :meth:`sync` its state back.
     """
 
-    def __init__(self, model: SaShiMi, state: SaShiMiState, compile: bool = False, native: bool | None = None) -> None:
+    def __init__(self, model: SaShiMi, state: SaShiMiState, compile: bool = False, native: bool | None = None,
+                 pipeline: bool = False) -> None:
         self.state = state
+        self._pending: Future | None = None
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="sashimi-lower") if pipeline and model.config.pool else None
         cfg = model.config
         self.pool = list(cfg.pool)
         self.unet = cfg.unet
@@ -455,63 +485,141 @@ class FastStepper:
 
     def step(self, x: Tensor) -> Tensor:
         """(B, d_model) -> (B, d_model); the stepper's state advances by one sample."""
-        K = len(self.pool)
-        inputs, skips = [], []
-        h = x
-        depth = 0
-        for i in range(K):
-            inputs.append(h)
-            unit = self.down_units[i]
-            outs = unit(h) if unit is not None else []
-            if outs:
-                h = outs[-1]
-            skips.append(outs)
-            ph = self.dph[i]
-            buf = self.dbuf[i]
-            buf[:, ph] = h
-            if ph + 1 < self.pool[i]:
-                self.dph[i] = ph + 1
-                break
-            self.dph[i] = 0
-            Wp, b = self.dpool[i]
-            h = F.linear(buf.reshape(buf.shape[0], -1), Wp, b)
-            depth = i + 1
-        if depth == K:
-            h = self.center_unit(h)
-        for i in range(min(depth, K - 1), -1, -1):
-            ph = self.uph[i]
-            out = self.ubuf[i][:, ph]  # (B, Ho)
-            Wp, bp, p, Ho = self.upool[i]
-            if ph == p - 1:  # the window closes: the lower tier's output fills the next window
-                self.ubuf[i] = F.linear(h, Wp, bp).reshape(h.shape[0], p, Ho)
-                self.uph[i] = 0
+        down0 = self.down_units[0] if self.pool else None
+        outs = down0(x) if down0 is not None else []
+        if not self.pool:  # no pooling: the center blocks only
+            return self.final_norm(self.center_unit(x))
+        h = outs[-1] if outs else x
+        ph, buf = self.dph[0], self.dbuf[0]
+        buf[:, ph] = h
+        closing = ph + 1 == self.pool[0]
+        self.dph[0] = 0 if closing else ph + 1
+        if self._pending is not None:  # the lower tiers' window (from the last closing step) starts
+            self.ubuf[0] = self._pending.result()[0]
+            self._pending = None
+        uph = self.uph[0]
+        out = self.ubuf[0][:, uph]  # (B, Ho): the UpPool is one window behind, so the lower tiers'
+        if closing:  # output of this step is first read at the next step
+            Wp, b = self.dpool[0]
+            h1 = F.linear(buf.reshape(buf.shape[0], -1), Wp, b)
+            if self._worker is not None:
+                fut = self._pending = self._worker.submit(self._lower, h1)
+                self._worker.submit(lambda: fut.result()[1]())
             else:
-                self.uph[i] = ph + 1
-            if self.unet:
-                h = self.up_units[i](out, inputs[i], *skips[i])
-            else:
-                h = self.up_units[i](out, inputs[i])
+                self.ubuf[0], deferred = self._lower(h1)
+                deferred()
+            self.uph[0] = 0
+        else:
+            self.uph[0] = uph + 1
+        h = self.up_units[0](out, x, *outs) if self.unet else self.up_units[0](out, x)
         return self.final_norm(h)
+
+    def _lower(self, h: Tensor) -> tuple[Tensor, Callable[[], None]]:
+        """Tiers 1.. at a step closing tier 0's pooling window, from the pooled (B, H1) input.
+
+        Returns tier 0's next UpPool window (B, pool, H0) and the deferred rest. The UpPools are one
+        window behind, so every up tier runs on its *current* window and its input from the down
+        path; the deeper tiers' outputs only fill windows read at later calls. So the window tier 0
+        needs next is computed first (the down path and up tier 1), and the deferred part runs the
+        deeper up tiers and the center, then the state passes of the next calls of every unit that
+        ran (prefetched). Only this function and its deferred part touch the lower tiers' state (in
+        the worker thread with ``pipeline=True``).
+        """
+        with torch.no_grad():
+            K = len(self.pool)
+            inputs, skips = [None], [None]
+            depth = 1
+            for i in range(1, K):
+                inputs.append(h)
+                unit = self.down_units[i]
+                outs = unit(h) if unit is not None else []
+                if outs:
+                    h = outs[-1]
+                skips.append(outs)
+                ph, buf = self.dph[i], self.dbuf[i]
+                buf[:, ph] = h
+                if ph + 1 < self.pool[i]:
+                    self.dph[i] = ph + 1
+                    break
+                self.dph[i] = 0
+                Wp, b = self.dpool[i]
+                h = F.linear(buf.reshape(buf.shape[0], -1), Wp, b)
+                depth = i + 1
+            ran = [self.down_units[i] for i in range(1, min(depth + 1, K)) if self.down_units[i] is not None]
+
+            def up(i: int) -> Tensor:
+                """Up tier i on its current window; the window advances (or waits for a refill)."""
+                ph = self.uph[i]
+                out = self.ubuf[i][:, ph]  # (B, Ho)
+                self.uph[i] = 0 if ph == self.upool[i][2] - 1 else ph + 1
+                ran.append(self.up_units[i])
+                if self.unet:
+                    return self.up_units[i](out, inputs[i], *skips[i])
+                return self.up_units[i](out, inputs[i])
+
+            def refill(i: int, y: Tensor) -> Tensor:  # tier i's next window from tier i+1's output y
+                Wp, bp, p, Ho = self.upool[i]
+                return F.linear(y, Wp, bp).reshape(y.shape[0], p, Ho)
+
+            window0 = refill(0, up(1) if K > 1 else self._center(h, ran))
+            top = min(depth, K - 1)  # the deepest up tier that runs
+
+            def deferred() -> None:
+                with torch.no_grad():
+                    y = self._center(h, ran) if depth == K and K > 1 else None  # fills tier top's window
+                    for i in range(top, 1, -1):
+                        yi = up(i)  # on tier i's current window, then the window is refilled
+                        if y is not None:
+                            self.ubuf[i] = refill(i, y)
+                        y = yi
+                    if y is not None:
+                        self.ubuf[1] = refill(1, y)
+                    if self._worker is not None:
+                        for unit in ran:
+                            unit.prefetch()
+
+            return window0, deferred
+
+    def _center(self, h: Tensor, ran: list) -> Tensor:
+        ran.append(self.center_unit)
+        return self.center_unit(h)
+
+    def _units(self) -> list:
+        return [*self.down_units, self.center_unit, *self.up_units]
+
+    def close(self) -> None:
+        """Finish the lower tiers' pending work and stop the worker thread (``pipeline=True``)."""
+        if self._worker is not None:
+            self._worker.shutdown()  # waits for the queued tasks
+            self._worker = None
+        if self._pending is not None:
+            self.ubuf[0] = self._pending.result()[0]
+            self._pending = None
 
     def sync(self) -> SaShiMiState:
         """Write the stepper's state back into the :class:`SaShiMiState` it was built from."""
-        for unit in [*self.down_units, self.center_unit, *self.up_units]:
+        if self._worker is not None or any(u is not None and u.prefetched for u in self._units()):
+            raise RuntimeError(
+                "a pipelined FastStepper runs the lower tiers' state passes ahead and cannot hand its state "
+                "back; build it with pipeline=False to sync"
+            )
+        for unit in self._units():
             if unit is not None:
                 unit.sync()
-        for st, buf, ph in zip(self.state.down, self.dbuf, self.dph):
-            st.pool.buffer.copy_(buf.transpose(1, 2))
-            st.pool.phase = ph
-        for st, buf, ph in zip(self.state.up, self.ubuf, self.uph):
-            st.pool.buffer.copy_(buf.transpose(1, 2))
-            st.pool.phase = ph
+        for tiers, bufs, phases in ((self.state.down, self.dbuf, self.dph), (self.state.up, self.ubuf, self.uph)):
+            for st, buf, ph in zip(tiers, bufs, phases):
+                st.pool.buffer.copy_(buf.transpose(1, 2))
+                st.pool.phase = ph
         return self.state
 
 
-def build(model: SaShiMi, state: SaShiMiState, compile: bool = False, native: bool | None = None) -> FastStepper | None:
-    """A :class:`FastStepper` for ``model`` continuing ``state``, or None when the configuration is
-    not supported (the caller then steps with :meth:`SaShiMi.step`). ``native``: the S4 state pass
-    with the C kernel when available (None), always (True: an error if unavailable) or never (False)."""
+def build(model: SaShiMi, state: SaShiMiState, compile: bool = False, native: bool | None = None,
+          pipeline: bool = False) -> FastStepper | None:
+    """A :class:`FastStepper` for ``model`` continuing ``state``, or None when the configuration is not
+    supported (the caller then steps with :meth:`SaShiMi.step`).
+    ``native``: the S4 state pass with the C kernel when available (None), always (True: an error if
+    unavailable) or never (False). ``pipeline``: see :class:`FastStepper`."""
     if unsupported_reason(model, state) is not None:
         return None
     with torch.no_grad():
-        return FastStepper(model, state, compile=compile, native=native)
+        return FastStepper(model, state, compile=compile, native=native, pipeline=pipeline)

@@ -261,27 +261,32 @@ class SaShiMiLM(
             mode: S4 step discretization (see :meth:`S4Block.init_state`).
             compile: compile each tier's per-sample step with ``torch.compile`` (slow to start:
                 worth it for long generations).
-            num_threads: CPU threads while generating (default 1, restored afterwards: a step's
-                tensors are small, and intra-op threading mostly adds synchronisation; on a busy
-                2-core machine 2 threads were measured up to 8x slower). None keeps torch's setting.
-                Ignored off the CPU.
+            num_threads: CPU threads while generating (default 1; torch's setting is restored
+                afterwards; None keeps it). With n > 1, the lower tiers of the step program (run when
+                the top tier's pooling window closes) run in a second thread while the top tier goes
+                on (exact: the UpPool is one window behind; see ``pipeline`` in
+                :class:`sashimi.models._fast_step.FastStepper`), and torch gets n - 1 intra-op threads
+                (a step's tensors are small: intra-op threading mostly adds synchronisation). The
+                tokens do not depend on it. Ignored off the CPU.
 
         The sampling loop steps a flat program built once from the weights (see
         :mod:`sashimi.models._fast_step`: real arithmetic, no per-step validation); configurations it
-        does not cover step with :meth:`step`. Sampling is Gumbel-max with the noise drawn from
-        ``generator`` in blocks of steps (the same tokens for the same generator state).
+        does not cover step with :meth:`step`. Sampling is by inverse CDF with the uniforms drawn
+        from ``generator`` in blocks of steps (the same tokens for the same generator state).
         """
         if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
                                         or num_threads < 1):
             raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
         on_cpu = self.decoder.weight.device.type == "cpu"
-        with _cpu_threads(num_threads if on_cpu else None):
+        threads = torch.get_num_threads() if num_threads is None else num_threads
+        pipeline = on_cpu and threads > 1
+        with _cpu_threads((threads - 1 if pipeline else num_threads) if on_cpu else None):
             return self._generate(batch_size, num_samples, prompt, temperature, top_p, generator, progress, mode,
-                                  compile)
+                                  compile, pipeline)
 
     def _generate(
         self, batch_size: int, num_samples: int, prompt: torch.Tensor | None, temperature: float, top_p: float,
-        generator: torch.Generator | None, progress: bool, mode: str, compile: bool,
+        generator: torch.Generator | None, progress: bool, mode: str, compile: bool, pipeline: bool = False,
     ) -> GenerationOutput:
         cfg = self.config
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -327,44 +332,55 @@ class SaShiMiLM(
             state = self.init_state(batch_size, device=device, mode=mode)
             logits, _ = self.step(torch.full((batch_size,), cfg.zero_token, device=device), state)
 
-        stepper = _fast_step.build(self.backbone, state, compile=compile)
+        stepper = _fast_step.build(self.backbone, state, compile=compile, pipeline=pipeline)
         if stepper is None and compile:
             warnings.warn(
                 "generate(compile=True) steps uncompiled: the fast step program does not cover this model "
                 f"({_fast_step.unsupported_reason(self.backbone, state)})", stacklevel=3,
             )
-        if stepper is not None:
-            emb, dec_w, dec_b = self.encoder.weight, self.decoder.weight, self.decoder.bias
-
-            def step(tok: torch.Tensor) -> torch.Tensor:
-                return F.linear(stepper.step(F.embedding(tok, emb)), dec_w, dec_b)
-
-        else:
-
-            def step(tok: torch.Tensor) -> torch.Tensor:
-                return self.step(tok, state)[0]
-
+        emb, dec_w, dec_b = self.encoder.weight, self.decoder.weight, self.decoder.bias
+        sample = _Sampler(batch_size, logits.shape[-1], temperature, top_p, generator, device)
+        y: torch.Tensor | None = None  # the backbone's last output (fast path; the first draw uses logits)
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=num_samples - start, unit="step", desc="generating", leave=False)
-        sample = _GumbelSampler(batch_size, logits.shape[-1], temperature, top_p, generator, device)
         t0 = time.perf_counter()
-        for t in range(start, num_samples):
-            logp = torch.log_softmax(logits.double(), dim=-1)  # (B, C)
-            nxt = sample(logp)  # (B,)
-            tokens[:, t] = nxt
-            ll += logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
-            if t + 1 < num_samples:
-                logits = step(nxt)
-            if bar is not None and (t % 256 == 0 or t + 1 == num_samples):
-                done = t + 1 - start
-                rate = done * batch_size / max(time.perf_counter() - t0, 1e-9)
-                bar.update(done - bar.n)
-                bar.set_postfix(samples_per_s=f"{rate:,.0f}", rtf=f"{rate / cfg.sample_rate:.3f}")
-        if bar is not None:
-            bar.close()
+        t = start
+        try:
+            with torch.no_grad():
+                while t < num_samples:
+                    i0 = sample.refill()  # uniforms for steps t .. t + n - 1 at block positions i0 ..
+                    n = min(sample.left(), num_samples - t, 256)  # the bar moves every 256 steps
+                    drawn = []
+                    for j in range(n):
+                        u = sample.noise[i0 + j]  # (B,)
+                        if y is not None:  # decoder, draw, likelihood, next input
+                            nxt, x = _head(y, dec_w, dec_b, emb, u, ll, temperature, top_p)
+                        else:
+                            logp = torch.log_softmax(logits.double(), dim=-1)  # (B, C)
+                            nxt = _sample_from(logp, u, temperature, top_p)  # (B,)
+                            ll += logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
+                            x = F.embedding(nxt, emb)
+                        drawn.append(nxt)
+                        if t + j + 1 < num_samples:
+                            if stepper is not None:
+                                y = stepper.step(x)
+                            else:
+                                logits = self.step(nxt, state)[0]
+                    tokens[:, t : t + n] = torch.stack(drawn, dim=1)
+                    sample.consume(n)
+                    t += n
+                    if bar is not None:
+                        rate = (t - start) * batch_size / max(time.perf_counter() - t0, 1e-9)
+                        bar.update(t - start - bar.n)
+                        bar.set_postfix(samples_per_s=f"{rate:,.0f}", rtf=f"{rate / cfg.sample_rate:.3f}")
+        finally:
+            if stepper is not None:
+                stepper.close()
+            if bar is not None:
+                bar.close()
         return self._output(tokens, ll)
 
     def _output(self, tokens: torch.Tensor, ll: torch.Tensor) -> GenerationOutput:
@@ -490,34 +506,65 @@ def _cpu_threads(n: int | None):
             torch.set_num_threads(old)
 
 
-class _GumbelSampler:
-    """Sample classes from (B, C) log-probabilities with temperature and nucleus (top-p) filtering.
+def _sample_from(logp: torch.Tensor, u: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """Inverse-CDF draws from (b, C) log-probabilities with one uniform ``u`` (b,) in [0, 1 - 2**-50)
+    per row.
 
-    Gumbel-max: ``argmax(logp / temperature + G)`` with i.i.d. standard Gumbel noise ``G = -log E``,
-    ``E ~ Exp(1)``, is an exact draw from ``softmax(logp / temperature)``; classes outside the nucleus
-    (the smallest set of the most likely classes whose tempered mass reaches ``top_p``; the most likely
-    class always stays) get ``-inf``. The noise for ``block`` steps is drawn at once from ``generator``
-    (one call instead of a multinomial draw per step), at most 2**21 numbers at a time.
+    With ``p = softmax(logp / temperature)`` (classes outside the nucleus, the smallest set of the
+    most likely classes whose tempered mass reaches ``top_p``, set to 0; the most likely class always
+    stays), the sample is the first class whose cumulative mass exceeds ``u * sum(p)``: an exact
+    draw from ``p``.
     """
+    probs = logp.exp() if temperature == 1.0 else torch.softmax(logp / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, idx = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(dim=-1) - sorted_p >= top_p  # keeps the most likely class
+        probs = probs.masked_fill(torch.zeros_like(drop).scatter(-1, idx, drop), 0.0)
+    cdf = probs.cumsum(dim=-1)  # (b, C)
+    # u < 1 - 2**-50 (see _Sampler.refill): u * total stays below the total, so the first class whose
+    # cumulative mass exceeds it exists and has a positive probability
+    return torch.searchsorted(cdf, u.unsqueeze(-1) * cdf[:, -1:], right=True).squeeze(-1)
+
+
+def _head(y: torch.Tensor, dec_w: torch.Tensor, dec_b: torch.Tensor, emb: torch.Tensor, u: torch.Tensor,
+          ll: torch.Tensor, temperature: float, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoder on the backbone's (b, D) output, log-probabilities in float64, an inverse-CDF draw
+    with the uniforms ``u`` (b,), the draw's log-probability added to ``ll`` (b,) in place; returns
+    the draws and their embeddings (the next input)."""
+    logp = torch.log_softmax(F.linear(y, dec_w, dec_b).double(), dim=-1)  # (b, C)
+    nxt = _sample_from(logp, u, temperature, top_p)
+    ll.add_(logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1))
+    return nxt, F.embedding(nxt, emb)
+
+
+class _Sampler:
+    """Inverse-CDF sampling (:func:`_sample_from`) with the uniforms for ``block`` steps drawn at once
+    from ``generator`` (one call instead of a multinomial draw per step)."""
 
     def __init__(self, batch: int, classes: int, temperature: float, top_p: float,
-                 generator: torch.Generator | None, device: torch.device, block: int = 256) -> None:
-        block = max(1, min(block, 2**21 // (batch * classes)))  # at most 16 MB of noise
-        self.shape = (block, batch, classes)
+                 generator: torch.Generator | None, device: torch.device, block: int = 4096) -> None:
+        self.shape = (max(1, min(block, 2**20 // batch)), batch)  # at most 8 MB of uniforms
         self.temperature, self.top_p, self.generator = float(temperature), float(top_p), generator
         self.noise = torch.empty(self.shape, dtype=torch.float64, device=device)
-        self.i = block
+        self.i = self.shape[0]
+
+    def refill(self) -> int:
+        """Draw a new block of uniforms if the current one is used up; the next unused position."""
+        if self.i == self.shape[0]:
+            # (block, B) in [0, 1 - 2**-50): a draw may not round up to the total mass
+            self.noise.uniform_(generator=self.generator).mul_(1.0 - 2.0**-50)
+            self.i = 0
+        return self.i
+
+    def left(self) -> int:
+        """Unused steps of the current block."""
+        return self.shape[0] - self.i
+
+    def consume(self, n: int) -> None:
+        self.i += n
 
     def __call__(self, logp: torch.Tensor) -> torch.Tensor:
-        if self.i == self.shape[0]:
-            self.noise.exponential_(generator=self.generator).log_().neg_()  # (block, B, C) Gumbel
-            self.i = 0
-        g = self.noise[self.i]
-        self.i += 1
-        scores = logp if self.temperature == 1.0 else logp / self.temperature
-        if self.top_p < 1.0:
-            probs = torch.softmax(scores, dim=-1)
-            sorted_p, idx = probs.sort(dim=-1, descending=True)
-            drop = sorted_p.cumsum(dim=-1) - sorted_p >= self.top_p  # keeps the most likely class
-            scores = scores.masked_fill(torch.zeros_like(drop).scatter(-1, idx, drop), float("-inf"))
-        return (scores + g).argmax(dim=-1)
+        """The next samples of the whole batch."""
+        i = self.refill()
+        self.consume(1)
+        return _sample_from(logp, self.noise[i], self.temperature, self.top_p)

@@ -223,6 +223,33 @@ def test_layer_variants(name):
         assert all(s.mode == "diagonal" for s in s4_states(state))
 
 
+# ---- pipeline: the lower tiers in a worker thread ---------------------------------------------------
+
+
+@pytest.mark.parametrize("pipeline", [False, True], ids=["inline", "pipeline"])
+@pytest.mark.parametrize("pool", [(4,), (4, 4), (2, 3, 2)], ids=lambda p: "x".join(map(str, p)))
+@pytest.mark.parametrize("unet", [False, True], ids=["plain", "unet"])
+@torch.no_grad()
+def test_tiers_inline_and_pipelined(pool, unet, pipeline):
+    """One, two and three pooling tiers, the lower tiers inline or in a worker thread (with their
+    next state passes run ahead): the outputs equal ``model.step`` in float64 over 157 steps (windows
+    left open at the end). A pipelined stepper refuses to ``sync`` (its state passes ran ahead) and
+    ``close`` stops its worker."""
+    model = make(F64, "legs", unet=unet, pool=pool)
+    torch.manual_seed(5)
+    x = torch.randn(2, L, 8, dtype=F64)
+    ref = model_steps(model, x, model.init_state(2, mode="linear"))
+    stepper = build(model, model.init_state(2, mode="linear"), pipeline=pipeline)
+    assert (stepper._worker is not None) == pipeline
+    out = fast_steps(stepper, x)
+    assert rel_err(out, ref) < TOL[F64]
+    if pipeline:
+        with pytest.raises(RuntimeError, match="pipeline=False"):
+            stepper.sync()
+    stepper.close()
+    assert stepper._worker is None
+
+
 # ---- sync ----------------------------------------------------------------------------------------
 
 SYNC_CASES = [(F64, "legs", "linear"), (F64, "random", "diagonal"), (F64, "s4d", "auto"), (F32, "legs", "auto")]

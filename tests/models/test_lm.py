@@ -208,23 +208,23 @@ def test_stream_generate_example_runs():
     assert "max |prefill+step - conv|" in r.stdout
 
 
-def test_gumbel_sampler_matches_the_distribution():
-    """Empirical class frequencies of the block-drawn Gumbel-max sampler match softmax(logp / T), and
+def test_sampler_matches_the_distribution():
+    """Empirical class frequencies of the block-drawn inverse-CDF sampler match softmax(logp / T), and
     nucleus filtering keeps exactly the smallest top set reaching top_p."""
-    from sashimi.models.lm import _GumbelSampler
+    from sashimi.models.lm import _Sampler
 
     gen = torch.Generator().manual_seed(3)
     logp = torch.log_softmax(torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0], dtype=torch.float64), -1)
     n = 40000
     for temperature in (1.0, 0.5, 2.0):
-        sampler = _GumbelSampler(n, 5, temperature, 1.0, gen, torch.device("cpu"), block=3)
+        sampler = _Sampler(n, 5, temperature, 1.0, gen, torch.device("cpu"), block=3)
         counts = torch.zeros(5, dtype=torch.float64)
         for _ in range(5):  # crosses a block refill
             counts += torch.bincount(sampler(logp.expand(n, -1)), minlength=5)
         want = torch.softmax(logp / temperature, -1)
         torch.testing.assert_close(counts / counts.sum(), want, rtol=0, atol=6e-3)
     p = logp.exp()  # 0.543, 0.200, 0.121, 0.074, 0.027 (sorted)
-    nucleus = _GumbelSampler(n, 5, 1.0, 0.7, gen, torch.device("cpu"))(logp.expand(n, -1))
+    nucleus = _Sampler(n, 5, 1.0, 0.7, gen, torch.device("cpu"))(logp.expand(n, -1))
     assert set(nucleus.tolist()) == {0, 1}  # 0.543 < 0.7 <= 0.543 + 0.200
     freq = torch.bincount(nucleus, minlength=5).double() / n
     torch.testing.assert_close(freq[:2], p[:2] / p[:2].sum(), rtol=0, atol=1e-2)
