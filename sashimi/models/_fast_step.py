@@ -387,9 +387,11 @@ class _Unit:
             self.cargs = (*flats, *(x for p in pairs for x in p))
 
     def prefetch(self) -> None:
-        """Run the state pass of the next call now (the pending inputs are those of the last call)."""
-        self.phase()
-        self.prefetched = True
+        """Run the state pass of the next call now (the pending inputs are those of the last call);
+        once per call."""
+        if not self.prefetched:
+            self.phase()
+            self.prefetched = True
 
     def __call__(self, h: Tensor, *extras: Tensor) -> Any:
         if not self.prefetched:
@@ -441,6 +443,7 @@ class FastStepper:
                  pipeline: bool = False) -> None:
         self.state = state
         self._pending: Future | None = None
+        self._later: list[_Unit] = []  # units whose next state pass waits for the next urgent part
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="sashimi-lower") if pipeline and model.config.pool else None
         cfg = model.config
         self.pool = list(cfg.pool)
@@ -504,6 +507,7 @@ class FastStepper:
             h1 = F.linear(buf.reshape(buf.shape[0], -1), Wp, b)
             if self._worker is not None:
                 fut = self._pending = self._worker.submit(self._lower, h1)
+                self._worker.submit(self._run_later)
                 self._worker.submit(lambda: fut.result()[1]())
             else:
                 self.ubuf[0], deferred = self._lower(h1)
@@ -574,15 +578,26 @@ class FastStepper:
                         y = yi
                     if y is not None:
                         self.ubuf[1] = refill(1, y)
-                    if self._worker is not None:
+                    if self._worker is not None:  # the next state passes: tier 1's now (the next
+                        # closing step needs them first), deeper units' after that step's urgent part
+                        nxt = (self.down_units[1], self.up_units[1]) if K > 1 else (self.center_unit,)
                         for unit in ran:
-                            unit.prefetch()
+                            if any(unit is u for u in nxt):
+                                unit.prefetch()
+                            else:
+                                self._later.append(unit)
 
             return window0, deferred
 
     def _center(self, h: Tensor, ran: list) -> Tensor:
         ran.append(self.center_unit)
         return self.center_unit(h)
+
+    def _run_later(self) -> None:
+        """(worker thread) the state passes put off at the last closing step."""
+        with torch.no_grad():
+            while self._later:
+                self._later.pop().prefetch()
 
     def _units(self) -> list:
         return [*self.down_units, self.center_unit, *self.up_units]
