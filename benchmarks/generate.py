@@ -16,7 +16,7 @@ over the *same* weights:
   to the host (``.cpu().numpy()``), and the token itself copied to the host (``.cpu()``, appended to a
   list), as in the official loop with ``return_logprobs=True`` (its entropy bookkeeping is left out).
 * ``ours`` -- ``model.generate(B, T, progress=False, mode=..., compile=..., num_threads=threads)``: the flat step program
-  of :mod:`sashimi.models._fast_step`.
+  of :mod:`sashimi.models._fast_step` (with 2+ threads, pipelined: the lower tiers in a worker thread).
 
 Before timing, the script proves the baseline is the same model: over ``--check-steps`` teacher-forced
 steps the baseline's logits and the fast stepper's logits both equal the convolution-mode logits, and

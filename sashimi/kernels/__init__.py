@@ -1,5 +1,9 @@
 """Pure-function SSM kernels: Cauchy and log-Vandermonde products and the S4 / S4D convolution kernel.
 
+The recurrent side: :func:`diag_step` (one step of a diagonal SSM layer) and
+:mod:`sashimi.kernels.native` (the state pass of streaming generation on CPU, a C kernel compiled on
+first use, with a PyTorch specification).
+
 Each op has a public function (shapes in its docstring), a dense ``*_ref`` specification used by
 the tests, a memory-frugal PyTorch path, and a Triton path for CUDA tensors (``sashimi.kernels.triton``,
 imported lazily). The backend is chosen per call: the ``backend=`` argument, else the

@@ -245,6 +245,24 @@ def test_generate_restores_threads_and_checks_num_threads():
         lm.generate(1, 4, progress=False, num_threads=0)
 
 
+@pytest.mark.parametrize("prompt_len", [0, 37], ids=["no-prompt", "prompt"])
+def test_generate_pipelined_draws_the_same_samples(prompt_len):
+    """num_threads=2 (the lower tiers in a worker thread, their state passes run ahead) draws exactly
+    the samples of num_threads=1 with the same generator, with the same log-likelihoods, for two
+    pooling tiers and several windows (and a prompt ending mid-window); the stepper's threads are
+    gone afterwards."""
+    import threading
+
+    torch.manual_seed(0)
+    lm = SaShiMiLM(SaShiMiLMConfig(d_model=8, n_layers=1, pool=(2, 3), d_state=8)).eval()
+    prompt = torch.randint(0, 256, (3, prompt_len)) if prompt_len else None
+    out = [lm.generate(3, 150, prompt=prompt, generator=torch.Generator().manual_seed(4), progress=False,
+                       num_threads=n) for n in (1, 2)]
+    assert torch.equal(out[0].tokens, out[1].tokens)
+    torch.testing.assert_close(out[0].log_likelihood, out[1].log_likelihood, rtol=0, atol=1e-9)
+    assert not [t for t in threading.enumerate() if t.name.startswith("sashimi-")]
+
+
 def test_prefill_and_generate_honour_mode():
     lm = small_lm()
     _, state = lm.prefill(lm.shift_right(torch.randint(0, 256, (1, 20))), mode="linear")
