@@ -86,6 +86,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise SystemExit("error: --seconds must be > 0")
     if args.batch_size < 1:
         raise SystemExit("error: --batch-size must be >= 1")
+    if args.threads < 1:
+        raise SystemExit("error: --threads must be >= 1")
     model = _load_model(args.model)
     cfg = model.config
     num_samples = max(1, round(args.seconds * cfg.sample_rate))
@@ -107,7 +109,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     out = model.generate(
         args.batch_size, num_samples, prompt=prompt, temperature=args.temperature, top_p=args.top_p,
-        generator=generator, progress=not args.quiet,
+        generator=generator, progress=not args.quiet, num_threads=args.threads, compile=args.compile,
     )
     order = list(range(args.batch_size))
     if args.sort:
@@ -164,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--sort", action="store_true", help="order the files by likelihood, most likely first")
     gen.add_argument("--plot", action="store_true", help="also write a spectrogram PNG per sample (matplotlib)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.add_argument("--threads", type=int, default=1,
+                     help="CPU threads (2+: the lower tiers step in a second thread; same samples)")
+    gen.add_argument("--compile", action="store_true",
+                     help="compile the step program with torch.compile (slow first call, faster after)")
     gen.set_defaults(func=_cmd_generate)
 
     info = sub.add_parser("info", help="print a model's config and parameter count")

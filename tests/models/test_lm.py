@@ -178,6 +178,15 @@ def test_cli_generate_and_info(saved_model, tmp_path):
     assert bits == sorted(bits)  # sorted by likelihood, most likely first
     r = _cli("info", str(saved_model))
     assert r.returncode == 0 and "parameters:" in r.stdout and "d_model: 8" in r.stdout
+    # --threads 2 (pipelined lower tiers) writes the same samples
+    out2 = tmp_path / "out2"
+    r = _cli("generate", "--model", str(saved_model), "--seconds", "0.01", "--batch-size", "2", "--out", str(out2),
+             "--sort", "--quiet", "--threads", "2")
+    assert r.returncode == 0, r.stderr
+    for a, b in zip(files, sorted(out2.glob("*.wav"))):
+        assert (sf.read(a)[0] == sf.read(b)[0]).all()
+    r = _cli("generate", "--model", str(saved_model), "--threads", "0", "--out", str(tmp_path / "none"), "--quiet")
+    assert r.returncode != 0 and "--threads" in r.stderr and not (tmp_path / "none").exists()
 
 
 def test_cli_prompt_errors_write_nothing(saved_model, tmp_path):
