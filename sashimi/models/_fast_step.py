@@ -247,6 +247,18 @@ def _s4_block(blk: ResidualBlock, st: S4State) -> tuple[BlockFn, list[Tensor], P
     return fn, [*nt, *lin_t, Dp.to(sdt).contiguous()], phase
 
 
+@functools.lru_cache(maxsize=None)
+def _logp_fn(H: int, eps: float) -> BlockFn:
+    """The model's head after the last unit: final LayerNorm, decoder, float64 log-probabilities."""
+    shape = (H,)
+
+    def logp(h: Tensor, T: tuple) -> Tensor:
+        w, b, dw, db = T
+        return torch.log_softmax(F.linear(F.layer_norm(h, shape, w, b, eps), dw, db).double(), dim=-1)
+
+    return logp
+
+
 def _ff_block(blk: ResidualBlock) -> tuple[BlockFn, list[Tensor]]:
     ff: FFBlock = blk.layer
     norm, eps, nt = _norm_tensors(blk.norm)
@@ -310,7 +322,7 @@ def _compiled_unit(key: tuple) -> Callable:
     fn = _COMPILED.get(key)
     if fn is not None:
         return fn
-    kind, fns, layout, n_extra, n_flat, device_type = key
+    kind, fns, layout, n_extra, n_flat, device_type, post = key
 
     def unit(h: Tensor, *args: Tensor) -> Any:
         extras, flats, states = args[:n_extra], args[n_extra : n_extra + n_flat], args[n_extra + n_flat :]
@@ -320,6 +332,8 @@ def _compiled_unit(key: tuple) -> Callable:
             if si >= 0:
                 T += [states[2 * si], states[2 * si + 1]]
             Ts.append(tuple(T))
+        if post:  # the last entry: a function of the unit's output
+            return fns[-1](_run_unit(kind, fns[:-1], h, extras, Ts[:-1]), Ts[-1])
         return _run_unit(kind, fns, h, extras, Ts)
 
     # a code object of its own: dynamo keeps its compiled graphs (one per batch size) per code object
@@ -338,7 +352,8 @@ class _Unit:
     of (function, tensors)) or, optionally, the compiled one."""
 
     def __init__(self, kind: str, mods: nn.ModuleList, states: list, n_extra: int, compile: bool,
-                 native: bool | None) -> None:
+                 native: bool | None, post: tuple[BlockFn, list[Tensor]] | None = None) -> None:
+        """``post``: a function (and its tensors) applied to the unit's output, inside the compiled graph."""
         self.kind = kind
         self.s4: list[tuple[S4State, PhaseLayer]] = []
         fns, consts, bufs = [], [], []
@@ -355,9 +370,15 @@ class _Unit:
             bufs.append(pair)
         self.phase = PhaseProgram([p for _, p in self.s4], native=native)
         self.prefetched = False
+        self.post = None if post is None else (post[0], tuple(t.detach() for t in post[1]))
+        if post is not None:  # packed with the blocks' constants (the last entry)
+            fns.append(post[0])
+            consts.append([t.detach() for t in post[1]])
+            bufs.append(None)
         self.fns = tuple(fns)
-        self.table = [(*ts, *p) if p is not None else tuple(ts) for ts, p in zip(consts, bufs)]
-        self.blocks = list(zip(fns, self.table))
+        n = len(mods)  # the residual blocks (without post)
+        self.table = [(*ts, *p) if p is not None else tuple(ts) for ts, p in zip(consts[:n], bufs[:n])]
+        self.blocks = list(zip(fns[:n], self.table))
         self.cfn = None
         if compile and self.fns:
             # pack the constants into one flat tensor per dtype (64-byte aligned views)
@@ -382,7 +403,9 @@ class _Unit:
                 if p is not None:
                     pairs.append(p)
             flats = [torch.cat(chunks[d]) for d in dtypes]
-            self.cfn = _compiled_unit((kind, self.fns, tuple(layout), n_extra, len(flats), flats[0].device.type))
+            self.cfn = _compiled_unit(
+                (kind, self.fns, tuple(layout), n_extra, len(flats), flats[0].device.type, post is not None)
+            )
             self.warm = False
             self.cargs = (*flats, *(x for p in pairs for x in p))
 
@@ -404,6 +427,10 @@ class _Unit:
                 self.warm = True
                 return out
             return self.cfn(h, *extras, *self.cargs)
+        out = self._eager(h, extras)
+        return out if self.post is None else self.post[0](out, self.post[1])
+
+    def _eager(self, h: Tensor, extras: tuple) -> Any:
         kind = self.kind
         if kind == "up":
             h = h + extras[0]
@@ -416,7 +443,7 @@ class _Unit:
             for f, T in self.blocks:
                 h = f(h, T)
             return h + a
-        return _run_unit(kind, self.fns, h, extras, self.table)
+        return _run_unit(kind, [f for f, _ in self.blocks], h, extras, self.table)
 
     def sync(self) -> None:
         for st, (X, U, G, *_) in self.s4:
@@ -429,7 +456,8 @@ class FastStepper:
     """The step program of a causal :class:`SaShiMi` (see the module docstring); use :func:`build`.
 
     ``stepper.step(x)`` maps (B, d_model) inputs to (B, d_model) outputs (final norm included), like
-    ``model.step(x, state)[0]``.
+    ``model.step(x, state)[0]``; with ``decoder`` (the LM's (C, d_model) weight and (C,) bias) to the
+    (B, C) float64 log-probabilities of the next class, computed inside the last unit of the step.
 
     ``pipeline=True``: the lower tiers (everything below tier 0, run when tier 0's pooling window
     closes) run in a worker thread while tier 0 goes on. This is exact, not an approximation: the
@@ -440,7 +468,7 @@ class FastStepper:
     """
 
     def __init__(self, model: SaShiMi, state: SaShiMiState, compile: bool = False, native: bool | None = None,
-                 pipeline: bool = False) -> None:
+                 pipeline: bool = False, decoder: tuple[Tensor, Tensor] | None = None) -> None:
         self.state = state
         self._pending: Future | None = None
         self._later: list[_Unit] = []  # units whose next state pass waits for the next urgent part
@@ -449,19 +477,27 @@ class FastStepper:
         self.pool = list(cfg.pool)
         self.unet = cfg.unet
         K = len(self.pool)
+        norm = model.norm
+        shape, nw, nb, eps = norm.normalized_shape, norm.weight.detach(), norm.bias.detach(), norm.eps
+        self.final_norm = lambda x: F.layer_norm(x, shape, nw, nb, eps)
+        # with a decoder, the last unit of a step (tier 0's up unit, or the center without pooling) ends
+        # with the final norm, the decoder and the log-probabilities: step() returns (B, C) float64
+        self.logp = decoder is not None
+        post = (_logp_fn(shape[0], float(eps)), [nw, nb, *decoder]) if decoder is not None else None
         self.down_units = [
             _Unit("down", t.blocks, s.blocks, 0, compile, native) if len(t.blocks) else None
             for t, s in zip(model.down, state.down)
         ]
-        self.center_unit = _Unit("center", model.center, state.center, 0, compile, native)
+        self.center_unit = _Unit("center", model.center, state.center, 0, compile, native, None if K else post)
         self.up_units = []
         for i in range(K):
             t, s = model.up[i], state.up[i]
+            last = post if i == 0 else None
             if self.unet:
                 n_extra = 1 + len(model.down[i].blocks)
-                self.up_units.append(_Unit("up_unet", t.blocks, s.blocks, n_extra, compile, native))
+                self.up_units.append(_Unit("up_unet", t.blocks, s.blocks, n_extra, compile, native, last))
             else:
-                self.up_units.append(_Unit("up", t.blocks, s.blocks, 1, compile, native))
+                self.up_units.append(_Unit("up", t.blocks, s.blocks, 1, compile, native, last))
         # DownPool i: weight columns h*pool+s -> s*H+h, buffer (B, pool, H)
         self.dpool, self.dbuf, self.dph = [], [], []
         for tier, st in zip(model.down, state.down):
@@ -482,16 +518,14 @@ class FastStepper:
             self.upool.append((Wp, bp, p, Ho))
             self.ubuf.append(st.pool.buffer.transpose(1, 2).clone(memory_format=torch.contiguous_format))
             self.uph.append(st.pool.phase)
-        norm = model.norm
-        shape, w, b, eps = norm.normalized_shape, norm.weight.detach(), norm.bias.detach(), norm.eps
-        self.final_norm = lambda x: F.layer_norm(x, shape, w, b, eps)
 
     def step(self, x: Tensor) -> Tensor:
         """(B, d_model) -> (B, d_model); the stepper's state advances by one sample."""
         down0 = self.down_units[0] if self.pool else None
         outs = down0(x) if down0 is not None else []
         if not self.pool:  # no pooling: the center blocks only
-            return self.final_norm(self.center_unit(x))
+            h = self.center_unit(x)
+            return h if self.logp else self.final_norm(h)
         h = outs[-1] if outs else x
         ph, buf = self.dph[0], self.dbuf[0]
         buf[:, ph] = h
@@ -516,7 +550,7 @@ class FastStepper:
         else:
             self.uph[0] = uph + 1
         h = self.up_units[0](out, x, *outs) if self.unet else self.up_units[0](out, x)
-        return self.final_norm(h)
+        return h if self.logp else self.final_norm(h)
 
     def _lower(self, h: Tensor) -> tuple[Tensor, Callable[[], None]]:
         """Tiers 1.. at a step closing tier 0's pooling window, from the pooled (B, H1) input.
@@ -629,12 +663,12 @@ class FastStepper:
 
 
 def build(model: SaShiMi, state: SaShiMiState, compile: bool = False, native: bool | None = None,
-          pipeline: bool = False) -> FastStepper | None:
+          pipeline: bool = False, decoder: tuple[Tensor, Tensor] | None = None) -> FastStepper | None:
     """A :class:`FastStepper` for ``model`` continuing ``state``, or None when the configuration is not
     supported (the caller then steps with :meth:`SaShiMi.step`).
     ``native``: the S4 state pass with the C kernel when available (None), always (True: an error if
-    unavailable) or never (False). ``pipeline``: see :class:`FastStepper`."""
+    unavailable) or never (False). ``pipeline``, ``decoder``: see :class:`FastStepper`."""
     if unsupported_reason(model, state) is not None:
         return None
     with torch.no_grad():
-        return FastStepper(model, state, compile=compile, native=native, pipeline=pipeline)
+        return FastStepper(model, state, compile=compile, native=native, pipeline=pipeline, decoder=decoder)

@@ -332,15 +332,15 @@ class SaShiMiLM(
             state = self.init_state(batch_size, device=device, mode=mode)
             logits, _ = self.step(torch.full((batch_size,), cfg.zero_token, device=device), state)
 
-        stepper = _fast_step.build(self.backbone, state, compile=compile, pipeline=pipeline)
+        emb, dec_w, dec_b = self.encoder.weight, self.decoder.weight, self.decoder.bias
+        stepper = _fast_step.build(self.backbone, state, compile=compile, pipeline=pipeline, decoder=(dec_w, dec_b))
         if stepper is None and compile:
             warnings.warn(
                 "generate(compile=True) steps uncompiled: the fast step program does not cover this model "
                 f"({_fast_step.unsupported_reason(self.backbone, state)})", stacklevel=3,
             )
-        emb, dec_w, dec_b = self.encoder.weight, self.decoder.weight, self.decoder.bias
         sample = _Sampler(batch_size, logits.shape[-1], temperature, top_p, generator, device)
-        y: torch.Tensor | None = None  # the backbone's last output (fast path; the first draw uses logits)
+        logp = torch.log_softmax(logits.double(), dim=-1)  # (B, C): the first draw's
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -356,19 +356,14 @@ class SaShiMiLM(
                     drawn = []
                     for j in range(n):
                         u = sample.noise[i0 + j]  # (B,)
-                        if y is not None:  # decoder, draw, likelihood, next input
-                            nxt, x = _head(y, dec_w, dec_b, emb, u, ll, temperature, top_p)
-                        else:
-                            logp = torch.log_softmax(logits.double(), dim=-1)  # (B, C)
-                            nxt = _sample_from(logp, u, temperature, top_p)  # (B,)
-                            ll += logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
-                            x = F.embedding(nxt, emb)
+                        nxt = _sample_from(logp, u, temperature, top_p)  # (B,)
+                        ll += logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
                         drawn.append(nxt)
                         if t + j + 1 < num_samples:
-                            if stepper is not None:
-                                y = stepper.step(x)
+                            if stepper is not None:  # log-probabilities straight from the step program
+                                logp = stepper.step(F.embedding(nxt, emb))
                             else:
-                                logits = self.step(nxt, state)[0]
+                                logp = torch.log_softmax(self.step(nxt, state)[0].double(), dim=-1)
                     tokens[:, t : t + n] = torch.stack(drawn, dim=1)
                     sample.consume(n)
                     t += n
@@ -524,17 +519,6 @@ def _sample_from(logp: torch.Tensor, u: torch.Tensor, temperature: float, top_p:
     # u < 1 - 2**-50 (see _Sampler.refill): u * total stays below the total, so the first class whose
     # cumulative mass exceeds it exists and has a positive probability
     return torch.searchsorted(cdf, u.unsqueeze(-1) * cdf[:, -1:], right=True).squeeze(-1)
-
-
-def _head(y: torch.Tensor, dec_w: torch.Tensor, dec_b: torch.Tensor, emb: torch.Tensor, u: torch.Tensor,
-          ll: torch.Tensor, temperature: float, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The decoder on the backbone's (b, D) output, log-probabilities in float64, an inverse-CDF draw
-    with the uniforms ``u`` (b,), the draw's log-probability added to ``ll`` (b,) in place; returns
-    the draws and their embeddings (the next input)."""
-    logp = torch.log_softmax(F.linear(y, dec_w, dec_b).double(), dim=-1)  # (b, C)
-    nxt = _sample_from(logp, u, temperature, top_p)
-    ll.add_(logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1))
-    return nxt, F.embedding(nxt, emb)
 
 
 class _Sampler:
