@@ -250,6 +250,25 @@ def test_tiers_inline_and_pipelined(pool, unet, pipeline):
     assert stepper._worker is None
 
 
+@pytest.mark.parametrize("pool", [(), (4, 4)], ids=["no-pool", "4x4"])
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager", "compiled"])
+@torch.no_grad()
+def test_decoder_inside_the_step_program(pool, compile):
+    """With the LM's decoder, ``step`` returns the float64 log-probabilities of the next class,
+    computed inside the last unit (the center when there is no pooling): equal to log_softmax of the
+    decoder on ``model.step``'s output over 40 steps."""
+    lm = small_lm(F64, pool=pool)
+    torch.manual_seed(3)
+    tokens = torch.randint(0, 256, (2, 40))
+    ref_state = lm.init_state(2, mode="linear")
+    ref = torch.stack([torch.log_softmax(lm.step(tokens[:, t], ref_state)[0], -1) for t in range(40)], 1)
+    stepper = build(lm.backbone, lm.init_state(2, mode="linear"), compile=compile,
+                    decoder=(lm.decoder.weight, lm.decoder.bias))
+    out = torch.stack([stepper.step(lm.encoder(tokens[:, t])) for t in range(40)], 1)
+    assert out.dtype == F64 and out.shape == (2, 40, 256)
+    assert rel_err(out, ref) < TOL[F64]
+
+
 # ---- sync ----------------------------------------------------------------------------------------
 
 SYNC_CASES = [(F64, "legs", "linear"), (F64, "random", "diagonal"), (F64, "s4d", "auto"), (F32, "legs", "auto")]
