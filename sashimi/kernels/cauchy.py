@@ -105,6 +105,21 @@ class _CauchyImagFn(torch.autograd.Function):
         return G
 
     @staticmethod
+    def _chunks(L: int, M: int, n2: int):
+        """(start, length, fresh) of the chunks of the L nodes; ``fresh``: the chunk length differs from
+        the previous one's (first or last chunk), so the work buffers must be (re)allocated."""
+        step = min(L, chunk_size(M, n2, budget=1 << 18))
+        for st in range(0, L, step):
+            Lc = min(step, L - st)
+            yield st, Lc, st == 0 or Lc != step
+
+    @staticmethod
+    def _buffers(M: int, n2: int, Lc: int, dtype: torch.dtype, device: torch.device):
+        """The work buffers of :meth:`_reciprocals` for a chunk of Lc nodes: (scratch, G)."""
+        return (torch.empty(3, M, n2, Lc, dtype=dtype, device=device),
+                torch.empty(M, n2, 2 * Lc, dtype=dtype, device=device))
+
+    @staticmethod
     def forward(ctx, v: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         R, M, n2 = v.shape
         L = y.shape[0]
@@ -113,12 +128,9 @@ class _CauchyImagFn(torch.autograd.Function):
         rd = alpha.dtype
         out_r = torch.empty(M, R, L, dtype=rd, device=v.device)
         out_i = torch.empty(M, R, L, dtype=rd, device=v.device)
-        step = min(L, chunk_size(M, n2, budget=1 << 18))
-        for st in range(0, L, step):
-            Lc = min(step, L - st)
-            if st == 0 or Lc != step:
-                buf = torch.empty(3, M, n2, Lc, dtype=rd, device=v.device)
-                G = torch.empty(M, n2, 2 * Lc, dtype=rd, device=v.device)
+        for st, Lc, fresh in _CauchyImagFn._chunks(L, M, n2):
+            if fresh:
+                buf, G = _CauchyImagFn._buffers(M, n2, Lc, rd, v.device)
                 res = torch.empty(M, 2 * R, 2 * Lc, dtype=rd, device=v.device)
             yc = y[st : st + Lc]
             _CauchyImagFn._reciprocals(pole, yc, G, buf)
@@ -153,12 +165,9 @@ class _CauchyImagFn(torch.autograd.Function):
         gr, gi = grad.real.transpose(0, 1), grad.imag.transpose(0, 1)  # (M, R, L)
         d_ab = torch.zeros(M, 2 * R, n2, dtype=rd, device=v.device)  # sums against 1/D
         d_e = torch.zeros(M, 3 * R, n2, dtype=rd, device=v.device)  # sums against E
-        step = min(L, chunk_size(M, n2, budget=1 << 18))
-        for st in range(0, L, step):
-            Lc = min(step, L - st)
-            if st == 0 or Lc != step:
-                buf = torch.empty(3, M, n2, Lc, dtype=rd, device=v.device)
-                G = torch.empty(M, n2, 2 * Lc, dtype=rd, device=v.device)
+        for st, Lc, fresh in _CauchyImagFn._chunks(L, M, n2):
+            if fresh:
+                buf, G = _CauchyImagFn._buffers(M, n2, Lc, rd, v.device)
                 E = torch.empty(M, n2, 2 * Lc, dtype=rd, device=v.device)
             yc = y[st : st + Lc]
             _CauchyImagFn._reciprocals(pole, yc, G, buf)

@@ -378,7 +378,8 @@ class _Unit:
         self.fns = tuple(fns)
         n = len(mods)  # the residual blocks (without post)
         self.table = [(*ts, *p) if p is not None else tuple(ts) for ts, p in zip(consts[:n], bufs[:n])]
-        self.blocks = list(zip(fns[:n], self.table))
+        self.block_fns = tuple(fns[:n])
+        self.blocks = list(zip(self.block_fns, self.table))
         self.cfn = None
         if compile and self.fns:
             # pack the constants into one flat tensor per dtype (64-byte aligned views)
@@ -443,7 +444,7 @@ class _Unit:
             for f, T in self.blocks:
                 h = f(h, T)
             return h + a
-        return _run_unit(kind, [f for f, _ in self.blocks], h, extras, self.table)
+        return _run_unit(kind, self.block_fns, h, extras, self.table)
 
     def sync(self) -> None:
         for st, (X, U, G, *_) in self.s4:
