@@ -11,16 +11,22 @@
  * x is overwritten and r is stored in R (nk, H). The (2M, H) arrays (x per batch row, G, W_k, A, E_e)
  * are channel-blocked: (H / C, 2M, C), element (j, h) at ((h / C) 2M + j) C + h % C, so that the rows
  * of a block of C channels are contiguous (C = H is the plain layout). With C = 64 bytes of channels,
- * a block is two 32-byte vectors: batch rows are processed two at a time, the reductions stay in
- * registers and each constant loaded serves both rows.
+ * a block is one 64-byte vector where the compiler targets AVX-512 (four batch rows at a time) and two
+ * 32-byte vectors otherwise (two batch rows at a time: AVX2 has half the registers): the reductions
+ * stay in registers and each constant loaded serves every row of the group.
  */
 #include <stdint.h>
 
-/* 32-byte vectors (GCC / Clang vector extensions; unaligned, may alias the scalar arrays) */
-#define SASHIMI_VEC(T, V) typedef T V __attribute__((vector_size(32), aligned(sizeof(T)), may_alias));
-
-#define SASHIMI_NB 2 /* batch rows per call of a block kernel */
-#define SASHIMI_NV 2 /* vectors per channel block: C = SASHIMI_NV * 32 / sizeof(T) */
+/* vectors of SASHIMI_VB bytes (GCC / Clang vector extensions; unaligned, may alias the scalar arrays) */
+#if defined(__AVX512F__)
+#define SASHIMI_VB 64
+#define SASHIMI_NB 4 /* batch rows per call of a block kernel */
+#else
+#define SASHIMI_VB 32
+#define SASHIMI_NB 2
+#endif
+#define SASHIMI_VEC(T, V) typedef T V __attribute__((vector_size(SASHIMI_VB), aligned(sizeof(T)), may_alias));
+#define SASHIMI_NV (64 / SASHIMI_VB) /* vectors per channel block: C = 64 bytes of channels */
 
 /* NB batch rows of one layer, one channel block (NV vectors) at a time: pass 1 applies the pending
  * inputs and accumulates the NK reductions down the block's rows, pass 2 updates the same rows (in
@@ -29,7 +35,7 @@
     static void NAME##_b##NB##k##NK(int64_t M, int64_t H, int64_t ne, T *x, const T *u, const T *G,        \
                                     const T *W, const T *A, const T *E, T *r)                              \
     {                                                                                                      \
-        enum { NV = SASHIMI_NV, L = 32 / sizeof(T), C = SASHIMI_NV * (32 / sizeof(T)) };                   \
+        enum { NV = SASHIMI_NV, L = SASHIMI_VB / sizeof(T), C = 64 / sizeof(T) };                   \
         const int64_t J = 2 * M, S = J * H;                                                                \
         for (int64_t h = 0; h < H; h += C) {                                                               \
             const int64_t base = h * J; /* (h / C) * J * C */                                              \
@@ -116,10 +122,10 @@
 /* dims per layer: B, M, H, ne, nk, C; ptrs per layer: X, U, G, W, A, E, R */
 #define SASHIMI_SSM_PHASE(T, V, NAME)                                                                      \
     SASHIMI_VEC(T, V)                                                                                      \
-    SASHIMI_BLOCK(T, V, NAME, 2, 1)                                                                        \
-    SASHIMI_BLOCK(T, V, NAME, 2, 2)                                                                        \
-    SASHIMI_BLOCK(T, V, NAME, 2, 3)                                                                        \
-    SASHIMI_BLOCK(T, V, NAME, 2, 4)                                                                        \
+    SASHIMI_BLOCK(T, V, NAME, SASHIMI_NB, 1)                                                               \
+    SASHIMI_BLOCK(T, V, NAME, SASHIMI_NB, 2)                                                               \
+    SASHIMI_BLOCK(T, V, NAME, SASHIMI_NB, 3)                                                               \
+    SASHIMI_BLOCK(T, V, NAME, SASHIMI_NB, 4)                                                               \
     SASHIMI_BLOCK(T, V, NAME, 1, 1)                                                                        \
     SASHIMI_BLOCK(T, V, NAME, 1, 2)                                                                        \
     SASHIMI_BLOCK(T, V, NAME, 1, 3)                                                                        \
@@ -130,7 +136,7 @@
         for (int64_t l = 0; l < n_layers; ++l) {                                                           \
             const int64_t *d = dims + 6 * l;                                                               \
             const int64_t B = d[0], M = d[1], H = d[2], ne = d[3], nk = d[4], C = d[5], S = 2 * M * H;     \
-            const int vec = C == SASHIMI_NV * (int64_t)(32 / sizeof(T)) && nk >= 1 && nk <= 4;             \
+            const int vec = C == (int64_t)(64 / sizeof(T)) && nk >= 1 && nk <= 4;                        \
             T *const X = ptrs[7 * l];                                                                      \
             const T *const U = ptrs[7 * l + 1], *const G = ptrs[7 * l + 2], *const W = ptrs[7 * l + 3];    \
             const T *const A = ptrs[7 * l + 4], *const E = ptrs[7 * l + 5];                                \
@@ -138,7 +144,7 @@
             int64_t b = 0;                                                                                 \
             if (vec)                                                                                       \
                 for (; b + SASHIMI_NB <= B; b += SASHIMI_NB)                                               \
-                    SASHIMI_DISPATCH(NAME, 2, nk, M, H, ne, X + b * S, U + b * H, G, W, A, E, R + b * nk * H) \
+                    SASHIMI_DISPATCH(NAME, SASHIMI_NB, nk, M, H, ne, X + b * S, U + b * H, G, W, A, E, R + b * nk * H) \
             for (; b < B; ++b) {                                                                           \
                 if (vec)                                                                                   \
                     SASHIMI_DISPATCH(NAME, 1, nk, M, H, ne, X + b * S, U + b * H, G, W, A, E, R + b * nk * H) \
