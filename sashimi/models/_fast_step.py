@@ -266,6 +266,28 @@ def _logp_fn(H: int, eps: float) -> BlockFn:
     return logp
 
 
+@functools.lru_cache(maxsize=None)
+def _draw_fn(H: int, eps: float, temperature: float) -> Callable[..., tuple[Tensor, Tensor]]:
+    """The model's head and the next sample, after the last unit: log-probabilities as
+    :func:`_logp_fn`, then an inverse-CDF draw with one uniform per row, as
+    :func:`sashimi.models.lm._sample_from` (no nucleus): the class is the number of cumulative masses
+    at or below ``u * total`` (the first one above it). Arguments after the tensors: the (B,)
+    float64 uniforms and log-likelihoods (the drawn class's log-probability is added in place).
+    Returns the (B,) classes and their (B, d_model) embeddings (the next step's input)."""
+    shape = (H,)
+
+    def draw(h: Tensor, T: tuple, u: Tensor, ll: Tensor) -> tuple[Tensor, Tensor]:
+        w, b, dwt, db, emb = T
+        logp = torch.log_softmax(torch.addmm(db, F.layer_norm(h, shape, w, b, eps), dwt).double(), dim=-1)
+        probs = logp.exp() if temperature == 1.0 else torch.softmax(logp / temperature, dim=-1)
+        cdf = probs.cumsum(dim=-1)  # (B, C)
+        nxt = (cdf <= u.unsqueeze(-1) * cdf[:, -1:]).sum(dim=-1)  # (B,)
+        ll.add_(logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1))
+        return nxt, F.embedding(nxt, emb)
+
+    return draw
+
+
 def _ff_block(blk: ResidualBlock) -> tuple[BlockFn, list[Tensor]]:
     ff: FFBlock = blk.layer
     norm, eps, nt = _norm_tensors(blk.norm)
@@ -329,10 +351,11 @@ def _compiled_unit(key: tuple) -> Callable:
     fn = _COMPILED.get(key)
     if fn is not None:
         return fn
-    kind, fns, layout, n_extra, n_flat, device_type, post = key
+    kind, fns, layout, n_extra, n_post, n_flat, device_type, post = key
 
     def unit(h: Tensor, *args: Tensor) -> Any:
-        extras, flats, states = args[:n_extra], args[n_extra : n_extra + n_flat], args[n_extra + n_flat :]
+        extras, pargs = args[:n_extra], args[n_extra : n_extra + n_post]
+        flats, states = args[n_extra + n_post : n_extra + n_post + n_flat], args[n_extra + n_post + n_flat :]
         Ts = []
         for views, si in layout:
             T = [flats[f].narrow(0, o, n).view(shape) for f, o, n, shape in views]
@@ -340,7 +363,7 @@ def _compiled_unit(key: tuple) -> Callable:
                 T += [states[2 * si], states[2 * si + 1]]
             Ts.append(tuple(T))
         if post:  # the last entry: a function of the unit's output
-            return fns[-1](_run_unit(kind, fns[:-1], h, extras, Ts[:-1]), Ts[-1])
+            return fns[-1](_run_unit(kind, fns[:-1], h, extras, Ts[:-1]), Ts[-1], *pargs)
         return _run_unit(kind, fns, h, extras, Ts)
 
     # a code object of its own: dynamo keeps its compiled graphs (one per batch size) per code object
@@ -359,8 +382,9 @@ class _Unit:
     of (function, tensors)) or, optionally, the compiled one."""
 
     def __init__(self, kind: str, mods: nn.ModuleList, states: list, n_extra: int, compile: bool,
-                 native: bool | None, post: tuple[BlockFn, list[Tensor]] | None = None) -> None:
-        """``post``: a function (and its tensors) applied to the unit's output, inside the compiled graph."""
+                 native: bool | None, post: tuple[Callable, list[Tensor], int] | None = None) -> None:
+        """``post``: a function (its tensors, and how many per-call arguments it takes after them)
+        applied to the unit's output, inside the compiled graph."""
         self.kind = kind
         self.s4: list[tuple[S4State, PhaseLayer]] = []
         fns, consts, bufs = [], [], []
@@ -412,7 +436,8 @@ class _Unit:
                     pairs.append(p)
             flats = [torch.cat(chunks[d]) for d in dtypes]
             self.cfn = _compiled_unit(
-                (kind, self.fns, tuple(layout), n_extra, len(flats), flats[0].device.type, post is not None)
+                (kind, self.fns, tuple(layout), n_extra, 0 if post is None else post[2], len(flats),
+                 flats[0].device.type, post is not None)
             )
             self.warm = False
             self.cargs = (*flats, *(x for p in pairs for x in p))
@@ -424,19 +449,20 @@ class _Unit:
             self.phase()
             self.prefetched = True
 
-    def __call__(self, h: Tensor, *extras: Tensor) -> Any:
+    def __call__(self, h: Tensor, *extras: Tensor, post_args: tuple[Tensor, ...] = ()) -> Any:
+        """``extras``: the tier's other inputs; ``post_args``: the post function's per-call arguments."""
         if not self.prefetched:
             self.phase()
         self.prefetched = False
         if self.cfn is not None:
             if not self.warm:  # the first call compiles (or finds the graph): one thread at a time
                 with _COMPILE_LOCK:
-                    out = self.cfn(h, *extras, *self.cargs)
+                    out = self.cfn(h, *extras, *post_args, *self.cargs)
                 self.warm = True
                 return out
-            return self.cfn(h, *extras, *self.cargs)
+            return self.cfn(h, *extras, *post_args, *self.cargs)
         out = self._eager(h, extras)
-        return out if self.post is None else self.post[0](out, self.post[1])
+        return out if self.post is None else self.post[0](out, self.post[1], *post_args)
 
     def _eager(self, h: Tensor, extras: tuple) -> Any:
         kind = self.kind
@@ -466,6 +492,10 @@ class FastStepper:
     ``stepper.step(x)`` maps (B, d_model) inputs to (B, d_model) outputs (final norm included), like
     ``model.step(x, state)[0]``; with ``decoder`` (the LM's (C, d_model) weight and (C,) bias) to the
     (B, C) float64 log-probabilities of the next class, computed inside the last unit of the step.
+    With ``decoder`` and ``draw`` (the LM's (C, d_model) embedding and a temperature), the last unit
+    also draws the next class: ``step(x, u, ll)`` takes the (B,) float64 uniforms of the draw
+    (in [0, 1 - 2**-50)) and log-likelihoods (the drawn classes' log-probabilities are added in place)
+    and returns the (B,) classes and their embeddings, the next step's input (see :func:`_draw_fn`).
 
     ``pipeline=True``: the lower tiers (everything below tier 0, run when tier 0's pooling window
     closes) run in a worker thread while tier 0 goes on. This is exact, not an approximation: the
@@ -476,7 +506,10 @@ class FastStepper:
     """
 
     def __init__(self, model: SaShiMi, state: SaShiMiState, compile: bool = False, native: bool | None = None,
-                 pipeline: bool = False, decoder: tuple[Tensor, Tensor] | None = None) -> None:
+                 pipeline: bool = False, decoder: tuple[Tensor, Tensor] | None = None,
+                 draw: tuple[Tensor, float] | None = None) -> None:
+        if draw is not None and decoder is None:
+            raise ValueError("draw needs the decoder")
         self.state = state
         self._pending: Future | None = None
         self._later: list[_Unit] = []  # units whose next state pass waits for the next urgent part
@@ -491,7 +524,11 @@ class FastStepper:
         # with a decoder, the last unit of a step (tier 0's up unit, or the center without pooling) ends
         # with the final norm, the decoder and the log-probabilities: step() returns (B, C) float64
         self.logp = decoder is not None
-        post = (_logp_fn(shape[0], float(eps)), [nw, nb, _t(decoder[0]), decoder[1]]) if decoder is not None else None
+        post = None
+        if draw is not None:  # step() returns the next classes and their embeddings
+            post = (_draw_fn(shape[0], float(eps), float(draw[1])), [nw, nb, _t(decoder[0]), decoder[1], draw[0]], 2)
+        elif decoder is not None:
+            post = (_logp_fn(shape[0], float(eps)), [nw, nb, _t(decoder[0]), decoder[1]], 0)
         self.down_units = [
             _Unit("down", t.blocks, s.blocks, 0, compile, native) if len(t.blocks) else None
             for t, s in zip(model.down, state.down)
@@ -527,12 +564,12 @@ class FastStepper:
             self.ubuf.append(st.pool.buffer.transpose(1, 2).clone(memory_format=torch.contiguous_format))
             self.uph.append(st.pool.phase)
 
-    def step(self, x: Tensor) -> Tensor:
-        """(B, d_model) -> (B, d_model); the stepper's state advances by one sample."""
+    def step(self, x: Tensor, *draw_args: Tensor) -> Any:
+        """(B, d_model) -> (B, d_model) (or see the class docstring); the state advances by one sample."""
         down0 = self.down_units[0] if self.pool else None
         outs = down0(x) if down0 is not None else []
         if not self.pool:  # no pooling: the center blocks only
-            h = self.center_unit(x)
+            h = self.center_unit(x, post_args=draw_args)
             return h if self.logp else self.final_norm(h)
         h = outs[-1] if outs else x
         ph, buf = self.dph[0], self.dbuf[0]
@@ -557,7 +594,7 @@ class FastStepper:
             self.uph[0] = 0
         else:
             self.uph[0] = uph + 1
-        h = self.up_units[0](out, x, *outs) if self.unet else self.up_units[0](out, x)
+        h = self.up_units[0](out, x, *(outs if self.unet else ()), post_args=draw_args)
         return h if self.logp else self.final_norm(h)
 
     def _lower(self, h: Tensor) -> tuple[Tensor, Callable[[], None]]:
@@ -671,12 +708,13 @@ class FastStepper:
 
 
 def build(model: SaShiMi, state: SaShiMiState, compile: bool = False, native: bool | None = None,
-          pipeline: bool = False, decoder: tuple[Tensor, Tensor] | None = None) -> FastStepper | None:
+          pipeline: bool = False, decoder: tuple[Tensor, Tensor] | None = None,
+          draw: tuple[Tensor, float] | None = None) -> FastStepper | None:
     """A :class:`FastStepper` for ``model`` continuing ``state``, or None when the configuration is not
     supported (the caller then steps with :meth:`SaShiMi.step`).
     ``native``: the S4 state pass with the C kernel when available (None), always (True: an error if
-    unavailable) or never (False). ``pipeline``, ``decoder``: see :class:`FastStepper`."""
+    unavailable) or never (False). ``pipeline``, ``decoder``, ``draw``: see :class:`FastStepper`."""
     if unsupported_reason(model, state) is not None:
         return None
     with torch.no_grad():
-        return FastStepper(model, state, compile=compile, native=native, pipeline=pipeline, decoder=decoder)
+        return FastStepper(model, state, compile=compile, native=native, pipeline=pipeline, decoder=decoder, draw=draw)

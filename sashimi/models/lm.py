@@ -333,7 +333,10 @@ class SaShiMiLM(
             logits, _ = self.step(torch.full((batch_size,), cfg.zero_token, device=device), state)
 
         emb, dec_w, dec_b = self.encoder.weight, self.decoder.weight, self.decoder.bias
-        stepper = _fast_step.build(self.backbone, state, compile=compile, pipeline=pipeline, decoder=(dec_w, dec_b))
+        # without a nucleus the step program also draws (inside its last unit; see FastStepper)
+        draw = (emb, float(temperature)) if top_p >= 1.0 else None
+        stepper = _fast_step.build(self.backbone, state, compile=compile, pipeline=pipeline, decoder=(dec_w, dec_b),
+                                   draw=draw)
         if stepper is None and compile:
             warnings.warn(
                 "generate(compile=True) steps uncompiled: the fast step program does not cover this model "
@@ -348,6 +351,7 @@ class SaShiMiLM(
             bar = tqdm(total=num_samples - start, unit="step", desc="generating", leave=False)
         t0 = time.perf_counter()
         t = start
+        x = None  # once the step program draws: the embedding of the last class drawn
         try:
             with torch.no_grad():
                 while t < num_samples:
@@ -356,14 +360,19 @@ class SaShiMiLM(
                     drawn = []
                     for j in range(n):
                         u = sample.noise[i0 + j]  # (B,)
-                        nxt = _sample_from(logp, u, temperature, top_p)  # (B,)
-                        ll += logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
+                        if x is not None:  # a step on the last class, then the draw of this one
+                            nxt, x = stepper.step(x, u, ll)
+                        else:
+                            nxt = _sample_from(logp, u, temperature, top_p)  # (B,)
+                            ll += logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
+                            if t + j + 1 < num_samples:
+                                if stepper is None:
+                                    logp = torch.log_softmax(self.step(nxt, state)[0].double(), dim=-1)
+                                elif draw is not None:
+                                    x = F.embedding(nxt, emb)
+                                else:  # log-probabilities straight from the step program
+                                    logp = stepper.step(F.embedding(nxt, emb))
                         drawn.append(nxt)
-                        if t + j + 1 < num_samples:
-                            if stepper is not None:  # log-probabilities straight from the step program
-                                logp = stepper.step(F.embedding(nxt, emb))
-                            else:
-                                logp = torch.log_softmax(self.step(nxt, state)[0].double(), dim=-1)
                     tokens[:, t : t + n] = torch.stack(drawn, dim=1)
                     sample.consume(n)
                     t += n

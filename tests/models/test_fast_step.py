@@ -269,6 +269,41 @@ def test_decoder_inside_the_step_program(pool, compile):
     assert rel_err(out, ref) < TOL[F64]
 
 
+@pytest.mark.parametrize("pool,temperature", [((), 1.0), ((4, 4), 1.0), ((4, 4), 0.7)], ids=["no-pool", "4x4", "4x4-T0.7"])
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager", "compiled"])
+@torch.no_grad()
+def test_draw_inside_the_step_program(pool, temperature, compile):
+    """With ``draw``, ``step(x, u, ll)`` steps on x and draws the next classes inside the last unit:
+    over 40 steps fed back their own embeddings, the classes equal the inverse-CDF draws
+    (``lm._sample_from``) from log_softmax of the decoder on ``model.step`` with the same uniforms,
+    the returned inputs are their embeddings, and ``ll`` accumulates their log-probabilities."""
+    from sashimi.models.lm import _sample_from
+
+    lm = small_lm(F64, pool=pool)
+    g = torch.Generator().manual_seed(5)
+    u = torch.rand(40, 2, dtype=F64, generator=g) * (1 - 2.0**-50)
+    ref_state = lm.init_state(2, mode="linear")
+    stepper = build(lm.backbone, lm.init_state(2, mode="linear"), compile=compile,
+                    decoder=(lm.decoder.weight, lm.decoder.bias), draw=(lm.encoder.weight, temperature))
+    tok = torch.tensor([3, 200])
+    x, ll, ref_ll = lm.encoder(tok), torch.zeros(2, dtype=F64), torch.zeros(2, dtype=F64)
+    drawn, ref_drawn = [], []
+    for t in range(40):
+        logp = torch.log_softmax(lm.step(tok, ref_state)[0], -1)
+        tok = _sample_from(logp, u[t], temperature, 1.0)
+        ref_ll += logp.gather(-1, tok[:, None])[:, 0]
+        ref_drawn.append(tok)
+        nxt, x = stepper.step(x, u[t], ll)
+        assert torch.equal(x, lm.encoder(nxt))
+        drawn.append(nxt)
+    drawn, ref_drawn = torch.stack(drawn, 1), torch.stack(ref_drawn, 1)
+    assert drawn.dtype == torch.int64 and len(set(drawn.flatten().tolist())) > 10  # not a constant draw
+    assert torch.equal(drawn, ref_drawn)
+    assert rel_err(ll, ref_ll) < TOL[F64]
+    with pytest.raises(ValueError, match="decoder"):
+        build(lm.backbone, lm.init_state(2, mode="linear"), draw=(lm.encoder.weight, 1.0))
+
+
 # ---- sync ----------------------------------------------------------------------------------------
 
 SYNC_CASES = [(F64, "legs", "linear"), (F64, "random", "diagonal"), (F64, "s4d", "auto"), (F32, "legs", "auto")]
