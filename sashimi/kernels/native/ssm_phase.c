@@ -30,7 +30,8 @@
 
 /* NB batch rows of one layer, one channel block (NV vectors) at a time: pass 1 applies the pending
  * inputs and accumulates the NK reductions down the block's rows, pass 2 updates the same rows (in
- * L1) with the accumulated low-rank coefficients. */
+ * L1) with the accumulated low-rank coefficients. The constants of a row are loaded once for the NB
+ * batch rows (into locals: the state stores may alias them as far as the compiler knows). */
 #define SASHIMI_BLOCK(T, V, NAME, NB, NK)                                                                  \
     static void NAME##_b##NB##k##NK(int64_t M, int64_t H, int64_t ne, T *x, const T *u, const T *G,        \
                                     const T *W, const T *A, const T *E, T *r)                              \
@@ -50,12 +51,15 @@
                 for (int v = 0; v < NV; ++v) {                                                             \
                     const int64_t o = base + j * C + v * L;                                                \
                     const V g = *(const V *)(G + o);                                                       \
+                    V wv[NK];                                                                              \
+                    for (int k = 0; k < NK; ++k)                                                           \
+                        wv[k] = *(const V *)(W + k * S + o);                                               \
                     for (int b = 0; b < NB; ++b) {                                                         \
                         V *xp = (V *)(x + b * S + o);                                                      \
                         const V xv = *xp + uv[b][v] * g;                                                   \
                         *xp = xv;                                                                          \
                         for (int k = 0; k < NK; ++k)                                                       \
-                            acc[b][k][v] += *(const V *)(W + k * S + o) * xv;                              \
+                            acc[b][k][v] += wv[k] * xv;                                                    \
                     }                                                                                      \
                 }                                                                                          \
             for (int b = 0; b < NB; ++b)                                                                   \
@@ -66,13 +70,18 @@
                 for (int v = 0; v < NV; ++v) {                                                             \
                     const int64_t pr = base + m * C + v * L, pi = pr + M * C;                              \
                     const V ar = *(const V *)(A + pr), ai = *(const V *)(A + pi);                          \
+                    V er[NK], ei[NK];                                                                      \
+                    for (int e = 0; e < NK && e < ne; ++e) {                                               \
+                        er[e] = *(const V *)(E + e * S + pr);                                              \
+                        ei[e] = *(const V *)(E + e * S + pi);                                              \
+                    }                                                                                      \
                     for (int b = 0; b < NB; ++b) {                                                         \
                         V *xr = (V *)(x + b * S + pr), *xi = (V *)(x + b * S + pi);                        \
                         const V vr = *xr, vi = *xi;                                                        \
                         V nr = ar * vr - ai * vi, ni = ai * vr + ar * vi;                                  \
                         for (int e = 0; e < NK && e < ne; ++e) {                                           \
-                            nr += *(const V *)(E + e * S + pr) * acc[b][e][v];                             \
-                            ni += *(const V *)(E + e * S + pi) * acc[b][e][v];                             \
+                            nr += er[e] * acc[b][e][v];                                                    \
+                            ni += ei[e] * acc[b][e][v];                                                    \
                         }                                                                                  \
                         *xr = nr;                                                                          \
                         *xi = ni;                                                                          \
