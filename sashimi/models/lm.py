@@ -22,6 +22,12 @@ __all__ = ["SaShiMiLM", "SaShiMiLMConfig", "GenerationOutput"]
 QUANTIZATIONS = ("mu-law", "linear")
 
 
+#: the smallest batch :meth:`SaShiMiLM.generate` pipelines on the CPU with ``num_threads > 1``: below
+#: it a step's work is too small for the thread handoffs (measured on 2 cores, SC09 model: batch 1
+#: 0.72 ms per step pipelined vs 0.64 inline, batch 8 0.95 vs 0.89, batch 16 1.13 vs 1.14, batch 32
+#: 1.30 vs 1.66)
+PIPELINE_MIN_BATCH = 16
+
 class TokenConfigMixin:
     """For the configs of token models (fields ``bits`` and ``quantization``): the class count, the zero
     token and the validation of both fields."""
@@ -262,12 +268,13 @@ class SaShiMiLM(
             compile: compile each tier's per-sample step with ``torch.compile`` (slow to start:
                 worth it for long generations).
             num_threads: CPU threads while generating (default 1; torch's setting is restored
-                afterwards; None keeps it). With n > 1, the lower tiers of the step program (run when
-                the top tier's pooling window closes) run in a second thread while the top tier goes
-                on (exact: the UpPool is one window behind; see ``pipeline`` in
-                :class:`sashimi.models._fast_step.FastStepper`), and torch gets n - 1 intra-op threads
-                (a step's tensors are small: intra-op threading mostly adds synchronisation). The
-                tokens do not depend on it. Ignored off the CPU.
+                afterwards; None keeps it). With n > 1 and at least :data:`PIPELINE_MIN_BATCH`
+                streams, the lower tiers of the step program (run when the top tier's pooling window
+                closes) run in a second thread while the top tier goes on (exact: the UpPool is one
+                window behind; see ``pipeline`` in :class:`sashimi.models._fast_step.FastStepper`),
+                and torch gets n - 1 intra-op threads (a step's tensors are small: intra-op
+                threading mostly adds synchronisation). The tokens do not depend on it. Ignored off
+                the CPU.
 
         The sampling loop steps a flat program built once from the weights (see
         :mod:`sashimi.models._fast_step`: real arithmetic, no per-step validation); configurations it
@@ -279,7 +286,7 @@ class SaShiMiLM(
             raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
         on_cpu = self.decoder.weight.device.type == "cpu"
         threads = torch.get_num_threads() if num_threads is None else num_threads
-        pipeline = on_cpu and threads > 1
+        pipeline = on_cpu and threads > 1 and batch_size >= PIPELINE_MIN_BATCH
         with _cpu_threads((threads - 1 if pipeline else num_threads) if on_cpu else None):
             return self._generate(batch_size, num_samples, prompt, temperature, top_p, generator, progress, mode,
                                   compile, pipeline)

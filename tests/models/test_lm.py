@@ -255,21 +255,30 @@ def test_generate_restores_threads_and_checks_num_threads():
 
 
 @pytest.mark.parametrize("prompt_len", [0, 37], ids=["no-prompt", "prompt"])
-def test_generate_pipelined_draws_the_same_samples(prompt_len):
-    """num_threads=2 (the lower tiers in a worker thread, their state passes run ahead) draws exactly
-    the samples of num_threads=1 with the same generator, with the same log-likelihoods, for two
-    pooling tiers and several windows (and a prompt ending mid-window); the stepper's threads are
-    gone afterwards."""
+def test_generate_pipelined_draws_the_same_samples(prompt_len, monkeypatch):
+    """num_threads=2 at PIPELINE_MIN_BATCH streams (the lower tiers in a worker thread, their state
+    passes run ahead) draws exactly the samples of num_threads=1 with the same generator, with the
+    same log-likelihoods, for two pooling tiers and several windows (and a prompt ending
+    mid-window); the stepper's threads are gone afterwards. Below that batch it does not pipeline."""
     import threading
 
+    from sashimi.models import _fast_step, lm as lm_module
+
+    built = []
+    build = _fast_step.build
+    monkeypatch.setattr(_fast_step, "build", lambda *a, **k: built.append(k["pipeline"]) or build(*a, **k))
     torch.manual_seed(0)
     lm = SaShiMiLM(SaShiMiLMConfig(d_model=8, n_layers=1, pool=(2, 3), d_state=8)).eval()
-    prompt = torch.randint(0, 256, (3, prompt_len)) if prompt_len else None
-    out = [lm.generate(3, 150, prompt=prompt, generator=torch.Generator().manual_seed(4), progress=False,
+    B = lm_module.PIPELINE_MIN_BATCH
+    prompt = torch.randint(0, 256, (B, prompt_len)) if prompt_len else None
+    out = [lm.generate(B, 150, prompt=prompt, generator=torch.Generator().manual_seed(4), progress=False,
                        num_threads=n) for n in (1, 2)]
+    assert built == [False, True]
     assert torch.equal(out[0].tokens, out[1].tokens)
     torch.testing.assert_close(out[0].log_likelihood, out[1].log_likelihood, rtol=0, atol=1e-9)
     assert not [t for t in threading.enumerate() if t.name.startswith("sashimi-")]
+    lm.generate(B - 1, 8, progress=False, num_threads=2)
+    assert built[-1] is False
 
 
 def test_prefill_and_generate_honour_mode():
