@@ -271,10 +271,10 @@ class SaShiMiLM(
                 afterwards; None keeps it). With n > 1 and at least :data:`PIPELINE_MIN_BATCH`
                 streams, the lower tiers of the step program (run when the top tier's pooling window
                 closes) run in a second thread while the top tier goes on (exact: the UpPool is one
-                window behind; see ``pipeline`` in :class:`sashimi.models._fast_step.FastStepper`),
-                and torch gets n - 1 intra-op threads (a step's tensors are small: intra-op
-                threading mostly adds synchronisation). The tokens do not depend on it. Ignored off
-                the CPU.
+                window behind; see ``pipeline`` in :class:`sashimi.models._fast_step.FastStepper`).
+                torch gets n - 1 intra-op threads, pipelined or not (a step's tensors are small:
+                intra-op threading mostly adds synchronisation). The tokens do not depend on it.
+                Ignored off the CPU.
 
         The sampling loop steps a flat program built once from the weights (see
         :mod:`sashimi.models._fast_step`: real arithmetic, no per-step validation); configurations it
@@ -287,7 +287,9 @@ class SaShiMiLM(
         on_cpu = self.decoder.weight.device.type == "cpu"
         threads = torch.get_num_threads() if num_threads is None else num_threads
         pipeline = on_cpu and threads > 1 and batch_size >= PIPELINE_MIN_BATCH
-        with _cpu_threads((threads - 1 if pipeline else num_threads) if on_cpu else None):
+        # n - 1 intra-op threads also without the pipeline: a step's tensors are too small to share
+        intra = threads - 1 if threads > 1 and (pipeline or num_threads is not None) else num_threads
+        with _cpu_threads(intra if on_cpu else None):
             return self._generate(batch_size, num_samples, prompt, temperature, top_p, generator, progress, mode,
                                   compile, pipeline)
 
