@@ -25,12 +25,14 @@ rounding) but is built once per generation from the model's weights and a :class
   constants are packed into one flat tensor per dtype and passed, with the state tensors, as
   arguments: a call costs a handful of tensor inputs (not hundreds), and the compiled function
   depends only on the model's structure, so it is cached across steppers (and generations) of the
-  same architecture and batch size.
+  same architecture and batch size;
+* for a language model, the last unit of a step can end with the model's head (final norm, decoder,
+  float64 log-probabilities) and even the next draw (``decoder``, ``draw``: see :class:`FastStepper`).
 
 The stepper owns copies of the state tensors (each S4 state with its pending input);
-:meth:`FastStepper.sync` writes them back into the :class:`SaShiMiState` it was built from. Unsupported configurations (dropout active in training
-mode, 'dense' S4 states, a DPLR rank above 1 in 'linear' mode) make :func:`build` return None;
-callers then use :meth:`SaShiMi.step`.
+:meth:`FastStepper.sync` writes them back into the :class:`SaShiMiState` it was built from.
+Unsupported configurations (dropout active in training mode, 'dense' S4 states, a DPLR rank above 1
+in 'linear' mode) make :func:`build` return None; callers then use :meth:`SaShiMi.step`.
 """
 
 from __future__ import annotations
