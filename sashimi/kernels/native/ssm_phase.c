@@ -28,15 +28,16 @@
 #define SASHIMI_VEC(T, V) typedef T V __attribute__((vector_size(SASHIMI_VB), aligned(sizeof(T)), may_alias));
 #define SASHIMI_NV (64 / SASHIMI_VB) /* vectors per channel block: C = 64 bytes of channels */
 
-/* NB batch rows of one layer, one channel block (NV vectors) at a time: pass 1 applies the pending
- * inputs and accumulates the NK reductions down the block's rows, pass 2 updates the same rows (in
- * L1) with the accumulated low-rank coefficients. The constants of a row are loaded once for the NB
- * batch rows (into locals: the state stores may alias them as far as the compiler knows). */
-#define SASHIMI_BLOCK(T, V, NAME, NB, NK)                                                                  \
-    static void NAME##_b##NB##k##NK(int64_t M, int64_t H, int64_t ne, T *x, const T *u, const T *G,        \
+/* NB batch rows of one layer (TAG names the count), one channel block (NV vectors) at a time: pass
+ * 1 applies the pending inputs and accumulates the NK reductions down the block's rows, pass 2
+ * updates the same rows (in L1) with the accumulated low-rank coefficients. The constants of a row
+ * are loaded once for the NB batch rows (into locals: the state stores may alias them as far as the
+ * compiler knows). */
+#define SASHIMI_BLOCK(T, V, NAME, TAG, NB, NK)                                                             \
+    static void NAME##_##TAG##k##NK(int64_t M, int64_t H, int64_t ne, T *x, const T *u, const T *G,        \
                                     const T *W, const T *A, const T *E, T *r)                              \
     {                                                                                                      \
-        enum { NV = SASHIMI_NV, L = SASHIMI_VB / sizeof(T), C = 64 / sizeof(T) };                   \
+        enum { NV = SASHIMI_NV, L = SASHIMI_VB / sizeof(T), C = 64 / sizeof(T) };                          \
         const int64_t J = 2 * M, S = J * H;                                                                \
         for (int64_t h = 0; h < H; h += C) {                                                               \
             const int64_t base = h * J; /* (h / C) * J * C */                                              \
@@ -120,32 +121,32 @@
         }                                                                                                  \
     }
 
-#define SASHIMI_DISPATCH(NAME, NB, nk, ...)                                                                \
+#define SASHIMI_DISPATCH(NAME, TAG, nk, ...)                                                               \
     switch (nk) {                                                                                          \
-    case 1: NAME##_b##NB##k1(__VA_ARGS__); break;                                                          \
-    case 2: NAME##_b##NB##k2(__VA_ARGS__); break;                                                          \
-    case 3: NAME##_b##NB##k3(__VA_ARGS__); break;                                                          \
-    default: NAME##_b##NB##k4(__VA_ARGS__); break;                                                         \
+    case 1: NAME##_##TAG##k1(__VA_ARGS__); break;                                                          \
+    case 2: NAME##_##TAG##k2(__VA_ARGS__); break;                                                          \
+    case 3: NAME##_##TAG##k3(__VA_ARGS__); break;                                                          \
+    default: NAME##_##TAG##k4(__VA_ARGS__); break;                                                         \
     }
 
 /* dims per layer: B, M, H, ne, nk, C; ptrs per layer: X, U, G, W, A, E, R */
 #define SASHIMI_SSM_PHASE(T, V, NAME)                                                                      \
     SASHIMI_VEC(T, V)                                                                                      \
-    SASHIMI_BLOCK(T, V, NAME, SASHIMI_NB, 1)                                                               \
-    SASHIMI_BLOCK(T, V, NAME, SASHIMI_NB, 2)                                                               \
-    SASHIMI_BLOCK(T, V, NAME, SASHIMI_NB, 3)                                                               \
-    SASHIMI_BLOCK(T, V, NAME, SASHIMI_NB, 4)                                                               \
-    SASHIMI_BLOCK(T, V, NAME, 1, 1)                                                                        \
-    SASHIMI_BLOCK(T, V, NAME, 1, 2)                                                                        \
-    SASHIMI_BLOCK(T, V, NAME, 1, 3)                                                                        \
-    SASHIMI_BLOCK(T, V, NAME, 1, 4)                                                                        \
+    SASHIMI_BLOCK(T, V, NAME, group, SASHIMI_NB, 1)                                                        \
+    SASHIMI_BLOCK(T, V, NAME, group, SASHIMI_NB, 2)                                                        \
+    SASHIMI_BLOCK(T, V, NAME, group, SASHIMI_NB, 3)                                                        \
+    SASHIMI_BLOCK(T, V, NAME, group, SASHIMI_NB, 4)                                                        \
+    SASHIMI_BLOCK(T, V, NAME, row, 1, 1)                                                                   \
+    SASHIMI_BLOCK(T, V, NAME, row, 1, 2)                                                                   \
+    SASHIMI_BLOCK(T, V, NAME, row, 1, 3)                                                                   \
+    SASHIMI_BLOCK(T, V, NAME, row, 1, 4)                                                                   \
     SASHIMI_ROW_ANY(T, NAME)                                                                               \
     void NAME(int64_t n_layers, const int64_t *dims, T *const *ptrs)                                       \
     {                                                                                                      \
         for (int64_t l = 0; l < n_layers; ++l) {                                                           \
             const int64_t *d = dims + 6 * l;                                                               \
             const int64_t B = d[0], M = d[1], H = d[2], ne = d[3], nk = d[4], C = d[5], S = 2 * M * H;     \
-            const int vec = C == (int64_t)(64 / sizeof(T)) && nk >= 1 && nk <= 4;                        \
+            const int vec = C == (int64_t)(64 / sizeof(T)) && nk >= 1 && nk <= 4;                          \
             T *const X = ptrs[7 * l];                                                                      \
             const T *const U = ptrs[7 * l + 1], *const G = ptrs[7 * l + 2], *const W = ptrs[7 * l + 3];    \
             const T *const A = ptrs[7 * l + 4], *const E = ptrs[7 * l + 5];                                \
@@ -153,10 +154,12 @@
             int64_t b = 0;                                                                                 \
             if (vec)                                                                                       \
                 for (; b + SASHIMI_NB <= B; b += SASHIMI_NB)                                               \
-                    SASHIMI_DISPATCH(NAME, SASHIMI_NB, nk, M, H, ne, X + b * S, U + b * H, G, W, A, E, R + b * nk * H) \
+                    SASHIMI_DISPATCH(NAME, group, nk, M, H, ne, X + b * S, U + b * H, G, W, A, E,          \
+                                     R + b * nk * H)                                                       \
             for (; b < B; ++b) {                                                                           \
                 if (vec)                                                                                   \
-                    SASHIMI_DISPATCH(NAME, 1, nk, M, H, ne, X + b * S, U + b * H, G, W, A, E, R + b * nk * H) \
+                    SASHIMI_DISPATCH(NAME, row, nk, M, H, ne, X + b * S, U + b * H, G, W, A, E,            \
+                                     R + b * nk * H)                                                       \
                 else                                                                                       \
                     NAME##_row_any(M, H, C, ne, nk, X + b * S, U + b * H, G, W, A, E, R + b * nk * H);     \
             }                                                                                              \
