@@ -270,22 +270,19 @@ def _logp_fn(H: int, eps: float) -> BlockFn:
 
 @functools.lru_cache(maxsize=None)
 def _draw_fn(H: int, eps: float, temperature: float) -> Callable[..., tuple[Tensor, Tensor]]:
-    """The model's head and the next sample, after the last unit: log-probabilities as
-    :func:`_logp_fn`, then an inverse-CDF draw with one uniform per row, as
-    :func:`sashimi.models.lm._sample_from` (no nucleus): the class is the number of cumulative masses
-    at or below ``u * total`` (the first one above it). Arguments after the tensors: the (B,)
+    """The model's head (:func:`_logp_fn`) and the next sample, after the last unit: the inverse-CDF
+    draw of :func:`sashimi.models.lm._sample_from` (no nucleus). Arguments after the tensors: the (B,)
     float64 uniforms and log-likelihoods (the drawn class's log-probability is added in place).
     Returns the (B,) classes and their (B, d_model) embeddings (the next step's input)."""
-    shape = (H,)
+    from sashimi.models.lm import _sample_from  # lm imports this module
+
+    head = _logp_fn(H, eps)
 
     def draw(h: Tensor, T: tuple, u: Tensor, ll: Tensor) -> tuple[Tensor, Tensor]:
-        w, b, dwt, db, emb = T
-        logp = torch.log_softmax(torch.addmm(db, F.layer_norm(h, shape, w, b, eps), dwt).double(), dim=-1)
-        probs = logp.exp() if temperature == 1.0 else torch.softmax(logp / temperature, dim=-1)
-        cdf = probs.cumsum(dim=-1)  # (B, C)
-        nxt = (cdf <= u.unsqueeze(-1) * cdf[:, -1:]).sum(dim=-1)  # (B,)
+        logp = head(h, T[:4])  # (B, C)
+        nxt = _sample_from(logp, u, temperature, 1.0)  # (B,)
         ll.add_(logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1))
-        return nxt, F.embedding(nxt, emb)
+        return nxt, F.embedding(nxt, T[4])
 
     return draw
 

@@ -28,6 +28,7 @@ QUANTIZATIONS = ("mu-law", "linear")
 #: 1.30 vs 1.66)
 PIPELINE_MIN_BATCH = 16
 
+
 class TokenConfigMixin:
     """For the configs of token models (fields ``bits`` and ``quantization``): the class count, the zero
     token and the validation of both fields."""
@@ -287,8 +288,8 @@ class SaShiMiLM(
         on_cpu = self.decoder.weight.device.type == "cpu"
         threads = torch.get_num_threads() if num_threads is None else num_threads
         pipeline = on_cpu and threads > 1 and batch_size >= PIPELINE_MIN_BATCH
-        # n - 1 intra-op threads also without the pipeline: a step's tensors are too small to share
-        intra = threads - 1 if threads > 1 and (pipeline or num_threads is not None) else num_threads
+        # n - 1 intra-op threads, pipelined or not: a step's tensors are too small to share
+        intra = None if num_threads is None and not pipeline else max(1, threads - 1)
         with _cpu_threads(intra if on_cpu else None):
             return self._generate(batch_size, num_samples, prompt, temperature, top_p, generator, progress, mode,
                                   compile, pipeline)
@@ -535,8 +536,10 @@ def _sample_from(logp: torch.Tensor, u: torch.Tensor, temperature: float, top_p:
         probs = probs.masked_fill(torch.zeros_like(drop).scatter(-1, idx, drop), 0.0)
     cdf = probs.cumsum(dim=-1)  # (b, C)
     # u < 1 - 2**-50 (see _Sampler.refill): u * total stays below the total, so the first class whose
-    # cumulative mass exceeds it exists and has a positive probability
-    return torch.searchsorted(cdf, u.unsqueeze(-1) * cdf[:, -1:], right=True).squeeze(-1)
+    # cumulative mass exceeds it exists and has a positive probability. It is the number of cumulative
+    # masses at or below u * total (the CDF is nondecreasing: searchsorted's answer, as one reduction
+    # that also fuses into the step program's compiled graph)
+    return (cdf <= u.unsqueeze(-1) * cdf[:, -1:]).sum(dim=-1)
 
 
 class _Sampler:

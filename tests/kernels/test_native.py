@@ -83,7 +83,8 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.to(F64) - b).abs().max() / b.abs().max()).item()
 
 
-# (B, M, H): H a multiple of the channel block (vector code) or not (scalar code), batches with tail rows (groups of 2 or 4 rows)
+# (B, M, H): H a multiple of the channel block (vector code) or not (scalar code); batches with tail
+# rows (the vector code takes groups of 2 or 4 rows)
 SHAPES = [(3, 5, 7), (5, 4, 16), (2, 3, 32), (7, 2, 48), (1, 3, 24), (9, 2, 32)]
 # (ne, nk): no / one / two / three low-rank terms; nk = 5 takes the generic code
 RANKS = [(0, 1), (2, 3), (1, 4), (2, 2), (3, 5)]

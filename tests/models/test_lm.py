@@ -237,6 +237,16 @@ def test_sampler_matches_the_distribution():
     assert set(nucleus.tolist()) == {0, 1}  # 0.543 < 0.7 <= 0.543 + 0.200
     freq = torch.bincount(nucleus, minlength=5).double() / n
     torch.testing.assert_close(freq[:2], p[:2] / p[:2].sum(), rtol=0, atol=1e-2)
+    # the draw is the first class whose cumulative mass exceeds u * total: torch.searchsorted's answer,
+    # also for uniforms on the class boundaries and with zero-probability classes
+    from sashimi.models.lm import _sample_from
+
+    lp = torch.log(torch.tensor([[0.25, 0.0, 0.25, 0.5, 0.0]], dtype=torch.float64)).expand(7, -1)
+    u = torch.tensor([0.0, 0.1, 0.25, 0.3, 0.5, 0.75, 1 - 2.0**-50], dtype=torch.float64)
+    cdf = lp.exp().cumsum(-1)
+    want = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
+    assert torch.equal(_sample_from(lp, u, 1.0, 1.0), want)
+    assert _sample_from(lp, u, 1.0, 1.0).tolist() == [0, 0, 2, 2, 3, 3, 3]
 
 
 def test_generate_restores_threads_and_checks_num_threads():
