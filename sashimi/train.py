@@ -469,6 +469,12 @@ def _setup_distributed(device: str | None) -> _Dist:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     here = False
     if not dist.is_initialized():
+        # torch.distributed.nn.functional binds `group.WORLD` as a default argument when first imported, and DDP
+        # imports it. Imported after init_process_group, it keeps the group alive past destroy_process_group, to be
+        # torn down during interpreter shutdown, where gloo now and then aborts the process (exit code -6 after a
+        # finished run). Imported first, it binds None and destroy_process_group really joins the group's threads.
+        import torch.distributed.nn.functional  # noqa: F401
+
         use_cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
         if use_cuda:
             torch.cuda.set_device(local)

@@ -167,6 +167,36 @@ def test_ddp_two_processes_gloo(tmp_path: Path) -> None:
     assert _weights_digest(model) == digests[0]
 
 
+_AFTER_TRAIN = """
+import json, os, sys
+import torch.distributed as dist
+from sashimi.cli import main
+rc = main(sys.argv[1:])
+threads = sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
+with open(f"after_train_{os.environ['RANK']}.json", "w") as f:
+    json.dump({"rc": rc, "initialized": dist.is_initialized(), "threads": threads}, f)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to list the process's threads")
+def test_ddp_process_group_torn_down_before_exit(tmp_path: Path) -> None:
+    # train() destroys the group it created, and the group really goes then: its gloo threads are joined while
+    # the interpreter is alive, not at shutdown (where gloo now and then aborted a finished run with SIGABRT)
+    data = _data(tmp_path / "data", n=4)
+    script = tmp_path / "after_train.py"
+    script.write_text(_AFTER_TRAIN)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           "train", "--data", str(data), "--out", str(tmp_path / "run"), *TINY_CLI, "--seq-len", "256",
+           "--batch-size", "2", "--steps", "2", "--eval-every", "0", "--device", "cpu"]
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for rank in (0, 1):
+        r = json.loads((tmp_path / f"after_train_{rank}.json").read_text())
+        assert r["rc"] == 0 and not r["initialized"]
+        assert not [t for t in r["threads"] if "gloo" in t], r
+
+
 # ---- bad input ----------------------------------------------------------------------------------------------
 def _cli(tmp_path: Path, data: Path, run: Path, *extra: str) -> list[str]:
     return ["train", "--data", str(data), "--out", str(run), *TINY_CLI, "--seq-len", "256", "--batch-size", "2",
