@@ -140,16 +140,23 @@ def test_cli_run_resume_and_load(tmp_path: Path, capsys: pytest.CaptureFixture) 
 
 
 # ---- distributed ------------------------------------------------------------------------------------------
-def test_ddp_two_processes_gloo(tmp_path: Path) -> None:
+def _torchrun_train(tmp_path: Path, target: list[str], run: Path, steps: int, eval_every: int) -> str:
+    """``torchrun`` 2 CPU processes of ``target`` (``-m sashimi`` or a script) with ``train`` arguments for
+    a tiny model on 4 clips; asserts that it exits with 0 and returns its stdout."""
     data = _data(tmp_path / "data", n=4)
-    run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sashimi",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *target,
            "train", "--data", str(data), "--out", str(run), *TINY_CLI, "--seq-len", "256", "--batch-size", "2",
-           "--steps", "4", "--eval-every", "2", "--device", "cpu"]
+           "--steps", str(steps), "--eval-every", str(eval_every), "--device", "cpu"]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert proc.stdout.count("finished at step 4") == 1  # rank 0 reports, rank 1 stays quiet
+    return proc.stdout
+
+
+def test_ddp_two_processes_gloo(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    stdout = _torchrun_train(tmp_path, ["-m", "sashimi"], run, steps=4, eval_every=2)
+    assert stdout.count("finished at step 4") == 1  # rank 0 reports, rank 1 stays quiet
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["step"] == 4
     digests = summary["rank_weights_sha256"]
@@ -182,15 +189,9 @@ with open(f"after_train_{os.environ['RANK']}.json", "w") as f:
 def test_ddp_process_group_torn_down_before_exit(tmp_path: Path) -> None:
     # train() destroys the group it created, and the group really goes then: its gloo threads are joined while
     # the interpreter is alive, not at shutdown (where gloo now and then aborted a finished run with SIGABRT)
-    data = _data(tmp_path / "data", n=4)
     script = tmp_path / "after_train.py"
     script.write_text(_AFTER_TRAIN)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-           "train", "--data", str(data), "--out", str(tmp_path / "run"), *TINY_CLI, "--seq-len", "256",
-           "--batch-size", "2", "--steps", "2", "--eval-every", "0", "--device", "cpu"]
-    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _torchrun_train(tmp_path, [str(script)], tmp_path / "run", steps=2, eval_every=0)
     for rank in (0, 1):
         r = json.loads((tmp_path / f"after_train_{rank}.json").read_text())
         assert r["rc"] == 0 and not r["initialized"]
