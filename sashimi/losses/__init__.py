@@ -1,0 +1,1 @@
+"""Losses shared by every model family: token cross-entropy in bits, spectral losses, denoising."""

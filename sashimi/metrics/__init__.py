@@ -1,0 +1,1 @@
+"""Evaluation metrics: FID / IS / mIS / AM / NDB from classifier outputs, periodicity, NLL."""
