@@ -7,7 +7,8 @@ Architecture (official ``sc09_classifier/models/resnext.py``, ``CifarResNeXt(nla
   stride 1, 2, 2 in each stage's first block. A bottleneck is 1x1 conv (in -> D), BN, ReLU, grouped 3x3
   conv (D -> D, ``cardinality`` groups, the stage's stride), BN, ReLU, 1x1 conv (D -> out), BN, plus a
   shortcut (1x1 strided conv + BN where the shape changes, else identity), then ReLU, with
-  ``D = cardinality * int(base_width * out / (64 w))`` (512, 1024, 2048 for the official model);
+  ``D = cardinality * int(base_width * out / (64 w))`` (512, 1024, 2048 for the official model; 64 is
+  ``base_channels``);
 * head: global average pooling to the **feature** vector (1024-d officially; the input of the last
   linear, used for FID and NDB) and ``Linear(256w -> n_classes)``; probabilities = softmax(logits).
 
@@ -61,7 +62,8 @@ class SC09ClassifierConfig:
         depth: network depth, ``9 k + 2`` (``k`` bottlenecks per stage; 29 officially).
         cardinality: groups of the 3x3 convolutions (8).
         base_width: channels per group at the first stage, before widening (64).
-        widen_factor: stage widths are ``64, 128, 256`` times this (4: feature dimension 1024).
+        widen_factor: stage widths are ``base_channels * (1, 2, 4)`` times this (4: feature dimension 1024).
+        base_channels: the stage widths' unit (64 officially; smaller values give tiny test models).
         stem_channels: output channels of the stem convolution (64).
         sample_rate: audio rate the classifier expects (Hz); other rates must be resampled first.
         num_samples: clips are zero-padded at the end or trimmed to this length (16000 = 1 s).
@@ -78,6 +80,7 @@ class SC09ClassifierConfig:
     cardinality: int = 8
     base_width: int = 64
     widen_factor: int = 4
+    base_channels: int = 64
     stem_channels: int = 64
     sample_rate: int = 16000
     num_samples: int = 16000
@@ -89,8 +92,8 @@ class SC09ClassifierConfig:
     config_version: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("n_classes", "depth", "cardinality", "base_width", "widen_factor", "stem_channels",
-                     "sample_rate", "num_samples", "n_fft", "hop_length", "n_mels", "config_version"):
+        for name in ("n_classes", "depth", "cardinality", "base_width", "widen_factor", "base_channels",
+                     "stem_channels", "sample_rate", "num_samples", "n_fft", "hop_length", "n_mels", "config_version"):
             value = getattr(self, name)
             if not _is_int(value):
                 raise TypeError(f"{name} must be an int, got {type(value).__name__}")
@@ -121,12 +124,12 @@ class SC09ClassifierConfig:
 
     @property
     def stage_widths(self) -> tuple[int, int, int]:
-        """Output channels of the three stages (``64w, 128w, 256w``); the last is the feature dimension."""
-        w = self.widen_factor
-        return 64 * w, 128 * w, 256 * w
+        """Output channels of the three stages (``64w, 128w, 256w`` officially); the last is the feature dimension."""
+        unit = self.base_channels * self.widen_factor
+        return unit, 2 * unit, 4 * unit
 
     def _group_width(self, out_channels: int) -> int:
-        return int(self.base_width * out_channels / (self.widen_factor * 64.0))
+        return int(self.base_width * out_channels / (self.widen_factor * self.base_channels))
 
     def bottleneck_width(self, out_channels: int) -> int:
         """Inner width D of a bottleneck of a stage with ``out_channels`` outputs."""
@@ -264,7 +267,7 @@ class SC09Classifier(nn.Module):
     def classify(self, audio: Tensor) -> tuple[Tensor, Tensor]:
         """Waveforms ``(B, T)`` -> ``(features (B, feature_dim), probabilities (B, n_classes))``, in eval mode.
 
-        This is the callable :func:`sashimi.metrics.evaluate.evaluate` takes.
+        This is the callable :func:`sashimi.metrics.evaluation.evaluate` takes.
         """
         param = next(self.parameters())
         images = self.preprocess(audio.to(param.device)).to(param.dtype)
