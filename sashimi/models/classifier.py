@@ -24,6 +24,7 @@ momentum 0.9 and weight decay 1e-2, class-balanced sampling, ReduceLROnPlateau o
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
@@ -36,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from sashimi.audio.features import sc09_classifier_input
+from sashimi.data.labelled import LabelledAudioFolder
 
 __all__ = [
     "SC09Classifier",
@@ -43,6 +45,7 @@ __all__ = [
     "classifier_accuracy",
     "classifier_losses",
     "train_classifier",
+    "train_classifier_on_folders",
 ]
 
 SC09_LABELS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -393,3 +396,34 @@ def train_classifier(
         model.load_state_dict(best_state)
     model.eval()
     return history
+
+
+def train_classifier_on_folders(
+    train_dir: str | os.PathLike,
+    *,
+    val_dir: str | os.PathLike | None = None,
+    config: SC09ClassifierConfig | None = None,
+    resample: bool = False,
+    **train_kwargs: Any,
+) -> tuple[SC09Classifier, list[dict[str, float]]]:
+    """Build and train a classifier on a folder of labelled clips (one subfolder per class).
+
+    The classes are ``train_dir``'s subfolder names (sorted); ``config`` (default: the official
+    architecture) gets them as ``labels`` and ``n_classes``. ``val_dir`` has the same layout (a subset of the
+    classes is fine). Clips must be at ``config.sample_rate`` unless ``resample``. ``train_kwargs`` go to
+    :func:`train_classifier`. Returns ``(model, history)``; the model is in eval mode.
+    """
+    base = SC09ClassifierConfig() if config is None else config
+    probe = LabelledAudioFolder(train_dir, base.sample_rate, base.num_samples, resample=resample)
+    if len(probe.classes) < 2:
+        raise ValueError(f"{train_dir} must have at least 2 class subfolders, found {probe.classes}")
+    settings = {f.name: getattr(base, f.name) for f in fields(base)}
+    settings.update(n_classes=len(probe.classes), labels=list(probe.classes))
+    config = SC09ClassifierConfig(**settings)
+    val_data = None
+    if val_dir is not None:
+        val_data = LabelledAudioFolder(val_dir, config.sample_rate, config.num_samples, labels=config.labels,
+                                       resample=resample)
+    model = SC09Classifier(config)
+    history = train_classifier(model, probe, val_data=val_data, **train_kwargs)
+    return model, history

@@ -14,6 +14,7 @@ from sashimi.models.classifier import (
     classifier_accuracy,
     classifier_losses,
     train_classifier,
+    train_classifier_on_folders,
 )
 
 
@@ -104,21 +105,18 @@ def test_small_classifier_learns_synthetic_tones(tmp_path):
     remap = {0: 3, 1: 1, 2: 0, 3: 2}
     for split, n, seed in (("train", 64, 0), ("val", 32, 1), ("test", 48, 2)):
         _write_folder(tmp_path / split, [(x, remap[y]) for x, y in _pattern_clips(n, seed, 8000)], names)
-    train_data = LabelledAudioFolder(tmp_path / "train", 16000, 8000)
-    val_data = LabelledAudioFolder(tmp_path / "val", 16000, 8000, labels=train_data.classes)
-    test_data = LabelledAudioFolder(tmp_path / "test", 16000, 8000, labels=train_data.classes)
-    assert train_data.classes == names and len(train_data) == 64
-    cfg = SC09ClassifierConfig.small(n_classes=4, labels=train_data.classes, num_samples=8000)
     torch.manual_seed(0)
-    model = SC09Classifier(cfg)
-    before = classifier_accuracy(model, test_data)["accuracy"]
-    history = train_classifier(model, train_data, val_data=val_data, epochs=10, batch_size=8, lr=0.01,
-                               weight_decay=1e-3, progress=False)
+    model, history = train_classifier_on_folders(
+        tmp_path / "train", val_dir=tmp_path / "val", config=SC09ClassifierConfig.small(num_samples=8000),
+        epochs=10, batch_size=8, lr=0.01, weight_decay=1e-3, progress=False)
+    assert model.config.labels == names and model.config.n_classes == 4
+    val_data = LabelledAudioFolder(tmp_path / "val", 16000, 8000, labels=names)
+    test_data = LabelledAudioFolder(tmp_path / "test", 16000, 8000, labels=names)
     assert len(history) == 10
     best = max(history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
     assert classifier_accuracy(model, val_data)["accuracy"] == best["val_accuracy"]  # best epoch restored
     after = classifier_accuracy(model, test_data)["accuracy"]
-    assert after >= 0.9, (before, [(round(h["train_accuracy"], 2), round(h["val_accuracy"], 2)) for h in history])
+    assert after >= 0.9, ([(round(h["train_accuracy"], 2), round(h["val_accuracy"], 2)) for h in history])
     losses = classifier_losses(model, (torch.zeros(2, 8000), torch.tensor([0, 1])))
     assert set(losses) == {"loss", "accuracy"} and losses["loss"].requires_grad
 
@@ -139,3 +137,15 @@ def test_labelled_folder_errors(tmp_path):
         data[0]
     clip, label = LabelledAudioFolder(tmp_path / "rate", 16000, 16000, resample=True)[0]
     assert clip.shape == (16000,) and label == 0
+
+
+def test_train_classifier_argument_errors(tmp_path):
+    model = SC09Classifier(SC09ClassifierConfig.small(n_classes=2, labels=None, num_samples=4000))
+    data = torch.utils.data.TensorDataset(torch.zeros(4, 4000), torch.tensor([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match="balanced sampling needs"):
+        train_classifier(model, data, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="epochs"):
+        train_classifier(model, data, epochs=0, balanced=False, progress=False)
+    save_audio(tmp_path / "one" / "only" / "a.wav", np.zeros(4000, np.float32), 16000)
+    with pytest.raises(ValueError, match="at least 2 class subfolders"):
+        train_classifier_on_folders(tmp_path / "one", config=SC09ClassifierConfig.small(num_samples=4000))
