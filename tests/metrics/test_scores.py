@@ -159,3 +159,29 @@ def test_probability_inputs_refused():
         inception_score(np.full((10, 4), 0.25), variant="textbook")
     with pytest.raises(ValueError, match="non-negative"):
         am_score(np.array([[1.5, -0.5]] * 3), np.full((3, 2), 0.5))
+
+
+def test_fid_invariant_under_shared_rotation_and_shift():
+    """FID depends only on the two Gaussians: a common orthogonal map and shift of both sets leaves it unchanged."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((300, 10)) @ rng.standard_normal((10, 10))
+    y = rng.standard_normal((250, 10)) * 1.5 + 0.3
+    q, _ = np.linalg.qr(rng.standard_normal((10, 10)))
+    shift = rng.standard_normal(10) * 5
+    assert fid(x @ q + shift, y @ q + shift) == pytest.approx(fid(x, y), rel=1e-9)
+    # and it grows by exactly |delta|^2 when one set alone is shifted by delta
+    delta = np.full(10, 0.7)
+    assert fid(x + delta, x) == pytest.approx(float(delta @ delta), rel=1e-9)
+
+
+def test_ndb_counts_bins_by_id_when_a_reference_bin_is_empty():
+    """The official code counts bins positionally, which shifts them when a reference cluster is empty."""
+    ref = np.array([0, 0, 1, 1, 3, 3] * 50)  # bin 2 empty in the reference
+    gen = np.array([0, 1, 2, 3] * 75)
+    res = ndb_from_labels(ref, gen, 4)
+    np.testing.assert_array_equal(res.prop_ref, [1 / 3, 1 / 3, 0.0, 1 / 3])
+    np.testing.assert_array_equal(res.prop_gen, [0.25] * 4)
+    assert res.different[2] and res.z[2] < 0
+    # identical assignments: no bin differs, z = 0 where both shares are 0
+    same = ndb_from_labels(ref, ref, 4)
+    assert same.value == 0.0 and same.z[2] == 0.0 and same.p_values[2] == 1.0
