@@ -11,6 +11,7 @@ from sashimi.data.labelled import LabelledAudioFolder
 from sashimi.models.classifier import (
     SC09Classifier,
     SC09ClassifierConfig,
+    augment_waveforms,
     classifier_accuracy,
     classifier_losses,
     train_classifier,
@@ -149,3 +150,29 @@ def test_train_classifier_argument_errors(tmp_path):
     save_audio(tmp_path / "one" / "only" / "a.wav", np.zeros(4000, np.float32), 16000)
     with pytest.raises(ValueError, match="at least 2 class subfolders"):
         train_classifier_on_folders(tmp_path / "one", config=SC09ClassifierConfig.small(num_samples=4000))
+
+
+def test_augment_waveforms_speed_and_shift():
+    gen = torch.Generator().manual_seed(0)
+    audio = torch.randn(6, 1000, dtype=torch.float64)
+    torch.testing.assert_close(augment_waveforms(audio, gen, p=0.0), audio, rtol=0, atol=0)
+    # shift only: each clip is the original moved by some k samples with zeros shifted in
+    shifted = augment_waveforms(audio, gen, p=1.0, max_speed=0.0, max_shift=0.25)
+    for x, y in zip(audio, shifted):
+        ks = [k for k in range(-250, 251) if torch.equal(torch.roll(x, k)[max(k, 0):1000 + min(k, 0)],
+                                                         y[max(k, 0):1000 + min(k, 0)])]
+        assert len(ks) == 1
+        k = ks[0]
+        assert (y[:k] == 0).all() if k > 0 else (y[1000 + k:] == 0).all()
+    # speed only on a ramp: a speed factor s turns x[t] = t into x'[t] = s t (until the clip ends, then zeros)
+    ramp = torch.arange(1000, dtype=torch.float64)[None].repeat(4, 1)
+    fast = augment_waveforms(ramp, gen, p=1.0, max_speed=0.2, max_shift=0.0)
+    for y in fast:
+        factor = float(y[1])
+        assert 0.8 <= factor <= 1.2
+        n = int(1000 / factor)  # resampled length, before padding or trimming back to 1000
+        m = min(n, 1000, int(999 / factor) + 1)  # positions inside the ramp (the last sample is held beyond)
+        torch.testing.assert_close(y[:m], torch.arange(m, dtype=torch.float64) * factor, rtol=1e-12, atol=1e-9)
+        assert (y[n:] == 0).all() and (y[m:n] == 999).all()
+    with pytest.raises(ValueError, match="max_shift"):
+        augment_waveforms(audio, gen, max_shift=1.5)
