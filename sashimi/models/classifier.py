@@ -239,7 +239,17 @@ class SC09Classifier(nn.Module):
         nn.init.zeros_(self.classifier.bias)
 
     def num_parameters(self) -> int:
+        """Number of parameters (34,425,546 for the official configuration)."""
         return sum(p.numel() for p in self.parameters())
+
+    def card_description(self) -> str:
+        """A paragraph of markdown describing the model (for its model card)."""
+        c = self.config
+        classes = ", ".join(c.labels) if c.labels else f"{c.n_classes} unnamed classes"
+        return (f"An audio classifier in the style of the SaShiMi paper's SC09 evaluation network: a ResNeXt-{c.depth} "
+                f"({c.cardinality}x{c.base_width}d, {c.feature_dim}-d features) on {c.n_mels}-band log-mel images of "
+                f"{c.num_samples / c.sample_rate:g} s clips at {c.sample_rate} Hz. Classes: {classes}. Its features "
+                "and probabilities feed `sashimi.metrics.evaluate` (FID, IS, mIS, AM, NDB).")
 
     def preprocess(self, audio: Tensor) -> Tensor:
         """Waveforms ``(B, T)`` (or ``(T,)``) at ``config.sample_rate`` -> images ``(B, 1, n_mels, frames)``.

@@ -64,6 +64,7 @@ def test_config_round_trip_and_validation():
     cfg = SC09ClassifierConfig.small(n_classes=3, labels=["a", "b", "c"], pad_mode="constant")
     data = cfg.to_dict()
     assert data["model_type"] == "sc09-classifier" and data["config_version"] == 1
+    assert "Classes: a, b, c" in SC09Classifier(cfg).card_description()
     assert SC09ClassifierConfig.from_dict(data) == cfg
     with pytest.raises(ValueError, match="unknown"):
         SC09ClassifierConfig.from_dict({**data, "dropout": 0.1})
