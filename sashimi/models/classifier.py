@@ -168,7 +168,7 @@ class SC09ClassifierConfig:
         data = dict(data)
         mtype = data.pop("model_type", cls.model_type)
         if mtype != cls.model_type:
-            raise ValueError(f"config has model_type {mtype!r}, expected {cls.model_type!r}")
+            raise ValueError(f"this config is for model type {mtype!r}, not {cls.model_type!r}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

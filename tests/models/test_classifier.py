@@ -68,7 +68,7 @@ def test_config_round_trip_and_validation():
     assert SC09ClassifierConfig.from_dict(data) == cfg
     with pytest.raises(ValueError, match="unknown"):
         SC09ClassifierConfig.from_dict({**data, "dropout": 0.1})
-    with pytest.raises(ValueError, match="model_type"):
+    with pytest.raises(ValueError, match="model type"):
         SC09ClassifierConfig.from_dict({**data, "model_type": "sashimi-lm"})
     with pytest.raises(ValueError, match="depth"):
         SC09ClassifierConfig(depth=28)
