@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -39,6 +39,8 @@ from tqdm.auto import tqdm
 
 from sashimi.audio.features import fix_length, sc09_classifier_input
 from sashimi.data.labelled import LabelledAudioFolder
+from sashimi.models.base import PretrainedModel, register_model
+from sashimi.models.config import ModelConfig
 
 __all__ = [
     "SC09Classifier",
@@ -58,7 +60,7 @@ def _is_int(v: object) -> bool:
 
 
 @dataclass
-class SC09ClassifierConfig:
+class SC09ClassifierConfig(ModelConfig):
     """Hyperparameters of :class:`SC09Classifier`: the ResNeXt and its audio input pipeline.
 
     Attributes:
@@ -158,23 +160,6 @@ class SC09ClassifierConfig:
         kwargs.update(overrides)
         return cls(**kwargs)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The config as a JSON-ready dict (with ``model_type``)."""
-        return {"model_type": self.model_type, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SC09ClassifierConfig:
-        """Inverse of :meth:`to_dict`; unknown fields and another ``model_type`` are errors."""
-        data = dict(data)
-        mtype = data.pop("model_type", cls.model_type)
-        if mtype != cls.model_type:
-            raise ValueError(f"this config is for model type {mtype!r}, not {cls.model_type!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown SC09ClassifierConfig fields: {unknown}")
-        return cls(**data)
-
 
 class _Bottleneck(nn.Module):
     """ResNeXt type-C bottleneck: ``(B, C_in, H, W) -> (B, C_out, H / stride, W / stride)``."""
@@ -199,18 +184,21 @@ class _Bottleneck(nn.Module):
         return F.relu(y + self.shortcut(x))
 
 
-class SC09Classifier(nn.Module):
-    """ResNeXt classifier of 1-channel log-mel images; see the module docstring.
+@register_model
+class SC09Classifier(PretrainedModel, nn.Module):
+    """ResNeXt classifier of 1-channel log-mel images (model type ``"sc09-classifier"``); see the module docstring.
 
-    ``forward(x)``: ``(B, 1, n_mels, frames)`` dB images -> logits ``(B, n_classes)``.
+    ``forward(x)``: ``(B, 1, n_mels, frames)`` dB images -> logits ``(B, n_classes)``. ``config``: an
+    :class:`SC09ClassifierConfig`, its dict, or None for the official network.
     """
 
-    def __init__(self, config: SC09ClassifierConfig | None = None) -> None:
+    config_class = SC09ClassifierConfig
+    card_tags = ("audio", "sashimi-audio", "audio-classification", "sc09")
+
+    def __init__(self, config: SC09ClassifierConfig | dict | None = None) -> None:
         super().__init__()
-        config = SC09ClassifierConfig() if config is None else config
-        if not isinstance(config, SC09ClassifierConfig):
-            raise TypeError(f"config must be an SC09ClassifierConfig, got {type(config).__name__}")
-        self.config = config
+        config = self._coerce_config(config)
+        self.config: SC09ClassifierConfig = config
         self.stem = nn.Conv2d(1, config.stem_channels, 3, padding=1, bias=False)
         self.bn_stem = nn.BatchNorm2d(config.stem_channels)
         blocks_per_stage = (config.depth - 2) // 9
@@ -237,10 +225,6 @@ class SC09Classifier(nn.Module):
                 nn.init.zeros_(m.bias)
         nn.init.kaiming_normal_(self.classifier.weight)
         nn.init.zeros_(self.classifier.bias)
-
-    def num_parameters(self) -> int:
-        """Number of parameters (34,425,546 for the official configuration)."""
-        return sum(p.numel() for p in self.parameters())
 
     def card_description(self) -> str:
         """A paragraph of markdown describing the model (for its model card)."""

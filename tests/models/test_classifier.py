@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
+import sashimi
 from sashimi.audio import save_audio
 from sashimi.data.labelled import LabelledAudioFolder
+from sashimi.models import SaShiMiLM, SaShiMiLMConfig
 from sashimi.models.classifier import (
     SC09Classifier,
     SC09ClassifierConfig,
@@ -177,3 +181,25 @@ def test_augment_waveforms_speed_and_shift():
         assert (y[n:] == 0).all() and (y[m:n] == 999).all()
     with pytest.raises(ValueError, match="max_shift"):
         augment_waveforms(audio, gen, max_shift=1.5)
+
+
+def test_save_and_load_through_the_registry(tmp_path):
+    torch.manual_seed(0)
+    cfg = SC09ClassifierConfig.small(n_classes=3, labels=["a", "b", "c"], num_samples=4000)
+    model = SC09Classifier(cfg).eval()
+    model.bn_stem.running_mean.fill_(0.5)  # buffers travel too
+    model.save_pretrained(tmp_path / "clf")
+    saved = json.loads((tmp_path / "clf" / "config.json").read_text())
+    assert saved["model_type"] == "sc09-classifier"
+    loaded = sashimi.load_model(tmp_path / "clf")
+    assert isinstance(loaded, SC09Classifier) and loaded.config == cfg
+    audio = torch.randn(2, 4000) * 0.1
+    for a, b in zip(model.classify(audio), loaded.classify(audio)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert "Classes: a, b, c" in (tmp_path / "clf" / "README.md").read_text()
+
+
+def test_loading_another_family_as_a_classifier_is_a_clear_error(tmp_path):
+    SaShiMiLM(SaShiMiLMConfig(d_model=8, n_layers=1, pool=(2,), d_state=8)).save_pretrained(tmp_path / "lm")
+    with pytest.raises(ValueError, match="holds a 'sashimi-lm' model, not a 'sc09-classifier'"):
+        SC09Classifier.from_pretrained(tmp_path / "lm")
