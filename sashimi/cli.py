@@ -63,7 +63,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from sashimi.train import run_cli
+    from sashimi.training.command import run_cli
 
     return run_cli(args)
 
@@ -205,10 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
     push.set_defaults(func=_cmd_push)
 
-    from sashimi.train import add_train_arguments
+    from sashimi.training.command import add_train_arguments
 
     tr = sub.add_parser(
-        "train", help="train a model on a folder of audio (several processes: torchrun --nproc_per_node=K -m sashimi train)"
+        "train", help="train a model (--task lm|wavenet) on a folder of audio (several processes: "
+        "torchrun --nproc_per_node=K -m sashimi train)"
     )
     add_train_arguments(tr)
     tr.set_defaults(func=_cmd_train)
