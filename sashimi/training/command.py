@@ -121,6 +121,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     resume = bool(opts.get("resume"))
     if resume:
         base = load_train_config(opts["out"]).to_dict()
+        if given.get("task", base["task"]) != base["task"]:
+            raise ValueError(f"--resume: {opts['out']} is a run of --task {base['task']}, not {given['task']}; "
+                             "nothing was written")
         base["model"] = {**base.get("model", {}), **model}
         base.update(given)
         base["out"] = opts["out"]
