@@ -10,7 +10,6 @@ Every file is written to a temporary name and renamed into place; a checkpoint f
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import os
@@ -35,6 +34,7 @@ __all__ = [
     "checkpoint_dirs",
     "clean_stale_temporaries",
     "load_trainer_state",
+    "publish_model_files",
     "save_checkpoint",
     "weights_digest",
 ]
@@ -163,12 +163,17 @@ def save_checkpoint(run: Path, save_model: Callable[[Path], None], state: dict[s
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    for name in MODEL_FILES:  # the run folder itself always loads as a model folder
-        if (final / name).is_file():
-            _atomic_copy(final / name, run / name)
+    publish_model_files(run, final)
     for old in checkpoint_dirs(run)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def publish_model_files(run: Path, ckpt: Path) -> None:
+    """Copy a checkpoint's model files to ``RUN/`` (atomically, file by file): the run folder loads as that model."""
+    for name in MODEL_FILES:
+        if (ckpt / name).is_file():
+            _atomic_copy(ckpt / name, run / name)
 
 
 def load_trainer_state(ckpt: Path) -> dict[str, Any]:
@@ -205,7 +210,3 @@ def clean_stale_temporaries(run: Path) -> list[Path]:
                 removed.append(p)
     return removed
 
-
-def is_disk_full(err: BaseException) -> bool:
-    """Whether an OSError is a full disk or an exceeded quota."""
-    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -39,6 +39,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -76,6 +77,7 @@ from sashimi.training.checkpoints import (
     checkpoint_dirs,
     clean_stale_temporaries,
     load_trainer_state,
+    publish_model_files,
     save_checkpoint,
     weights_digest,
 )
@@ -107,6 +109,8 @@ __all__ = [
 
 LOG_NAME = "log.csv"
 SUMMARY_NAME = "train_summary.json"
+#: errors of a model's input checks that mean non-finite values
+_NON_FINITE = re.compile(r"\bnan\b|\binf\b|non-finite|not finite|finite values", re.IGNORECASE)
 #: config.json keys that describe the file, not the model (ignored when comparing a checkpoint's model)
 _FORMAT_KEYS = ("model_type", "config_version")
 
@@ -552,11 +556,27 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
     eval_metrics: dict[str, float] = {}
     t_start = time.perf_counter()
 
+    def diverged(at_step: int, what: str) -> TrainingDiverged:
+        """The error for a non-finite value met at step ``at_step``. The checkpoint of the step before, whose
+        weights gave it, is removed (unless it is the only checkpoint of a resumed run)."""
+        nonlocal last_ckpt
+        note = ""
+        if dist.main and last_ckpt is not None and last_ckpt.name == f"step_{at_step - 1:08d}":
+            others = [d for d in checkpoint_dirs(run) if d.name != last_ckpt.name]
+            if others or not resume:
+                shutil.rmtree(last_ckpt, ignore_errors=True)
+                note = f"removed the checkpoint of step {at_step - 1}, whose weights gave it; "
+                last_ckpt = others[-1] if others else None
+                if last_ckpt is not None:
+                    publish_model_files(run, last_ckpt)
+        return TrainingDiverged(_diverged(at_step, what, optimizer, last_ckpt, run, note))
+
     def save(step_now: int) -> Path | None:
+        nonlocal last_ckpt
         out = None
         if dist.main:
             if not _all_finite(core):
-                raise TrainingDiverged(_diverged(step_now, "the weights are", optimizer, last_ckpt, run))
+                raise diverged(step_now, "the weights are")
             trainer_state = {
                 "format": STATE_FORMAT, "step": step_now, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
                 "batch_size": cfg.batch_size, "world_size": dist.world, "optimizer": optimizer.state_dict(),
@@ -567,6 +587,8 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
                 out = save_checkpoint(run, lambda folder: task.save_model(core, folder), trainer_state,
                                       cfg.keep_checkpoints)
             except OSError as err:
+                complete = checkpoint_dirs(run)  # the step folder may be complete when only its copy to RUN failed
+                last_ckpt = complete[-1] if complete else None
                 keep = (f"the last complete checkpoint is {last_ckpt} (continue from it with --resume)"
                         if last_ckpt else "no checkpoint was written")
                 raise RunWriteError(f"cannot write the checkpoint of step {step_now} in {run}: "
@@ -609,9 +631,10 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
                 try:
                     with amp():
                         out = task.train_step(model, batch)
-                except ValueError:
-                    if not _all_finite(core):  # e.g. an input check inside the model met the weights' NaN
-                        raise TrainingDiverged(_diverged(step, "the weights are", optimizer, last_ckpt, run))
+                except ValueError as err:
+                    # the task's own batches are valid: a non-finite value inside the model is the weights' doing
+                    if not _all_finite(core) or _NON_FINITE.search(str(err)):
+                        raise diverged(step + 1, f"a value inside the model ({err}) is") from err
                     raise
                 loss = out["loss"]
                 loss_value = float(loss.detach())
@@ -620,7 +643,7 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
                     finite = dist.sum([float(not finite)], device)[0] == 0
                 if not finite:
                     what = f"the loss ({loss_value}) is"
-                    raise TrainingDiverged(_diverged(step + 1, what, optimizer, last_ckpt, run))
+                    raise diverged(step + 1, what)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip > 0:
@@ -735,7 +758,8 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
 
 
 
-def _diverged(step: int, what: str, optimizer: torch.optim.Optimizer, last_ckpt: Path | None, run: Path) -> str:
+def _diverged(step: int, what: str, optimizer: torch.optim.Optimizer, last_ckpt: Path | None, run: Path,
+              note: str) -> str:
     """The divergence message: step, what is not finite, the learning rate, and what the run folder keeps."""
     lr = optimizer.param_groups[-1]["lr"]
     if last_ckpt is not None:
@@ -743,4 +767,4 @@ def _diverged(step: int, what: str, optimizer: torch.optim.Optimizer, last_ckpt:
                 "(or --grad-clip 1)")
     else:
         keep = f"no checkpoint was written ({run} was cleared): start again with a lower --lr (or --grad-clip 1)"
-    return f"training diverged at step {step}: {what} not finite (learning rate {lr:.4g}); {keep}"
+    return f"training diverged at step {step}: {what} not finite (learning rate {lr:.4g}); {note}{keep}"

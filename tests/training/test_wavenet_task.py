@@ -78,7 +78,7 @@ def test_save_load_round_trip_and_refusals(tmp_path: Path) -> None:
     x = torch.randint(0, 256, (2, 300))
     torch.testing.assert_close(back(x), model.eval()(x), rtol=0, atol=0)
     # a SaShiMiLM folder is not a WaveNet folder
-    SaShiMiLM(dict(d_model=8, n_layers=1, pool=(4,), d_state=8)).save_pretrained(tmp_path / "lm")
+    SaShiMiLM({"d_model": 8, "n_layers": 1, "pool": (4,), "d_state": 8}).save_pretrained(tmp_path / "lm")
     with pytest.raises(ValueError, match="not a WaveNet config"):
         load_wavenet(tmp_path / "lm")
     # a truncated weights file is refused, naming it
@@ -118,8 +118,9 @@ def test_options_of_another_task_are_refused(tmp_path: Path, capsys: pytest.Capt
 
 def test_python_api_defaults_to_lm(tmp_path: Path) -> None:
     data = _data(tmp_path / "data", n=1)
-    result = train(TrainConfig(data=str(data), out=str(tmp_path / "run"), model=dict(d_model=8, n_layers=1, pool=(4,),
-                               d_state=8), seq_len=L, batch_size=2, steps=1, eval_every=0, progress=False))
+    model = {"d_model": 8, "n_layers": 1, "pool": (4,), "d_state": 8}
+    result = train(TrainConfig(data=str(data), out=str(tmp_path / "run"), model=model, seq_len=L, batch_size=2,
+                               steps=1, eval_every=0, progress=False))
     assert result.task == "lm" and np.isfinite(result.eval_bits)
     assert checkpoint_dirs(tmp_path / "run")[-1].name == "step_00000001"
     assert SaShiMiLM.from_pretrained(str(tmp_path / "run")).config.d_model == 8
