@@ -43,7 +43,6 @@ STATE_FORMAT = 1
 TRAINER_STATE_NAME = "trainer_state.pt"
 CHECKPOINTS_DIR = "checkpoints"
 LOCK_NAME = ".lock"
-MODEL_FILES = ("config.json", "model.safetensors", "README.md")
 
 
 class RunBusyError(ValueError):
@@ -170,10 +169,12 @@ def save_checkpoint(run: Path, save_model: Callable[[Path], None], state: dict[s
 
 
 def publish_model_files(run: Path, ckpt: Path) -> None:
-    """Copy a checkpoint's model files to ``RUN/`` (atomically, file by file): the run folder loads as that model."""
-    for name in MODEL_FILES:
-        if (ckpt / name).is_file():
-            _atomic_copy(ckpt / name, run / name)
+    """Copy a checkpoint's model files (every file but the trainer state; model files first, ``config.json``
+    last) to ``RUN/``, atomically file by file: the run folder loads as that model."""
+    files = sorted((p for p in ckpt.iterdir() if p.is_file() and p.name != TRAINER_STATE_NAME),
+                   key=lambda p: (p.name == "config.json", p.name))
+    for src in files:
+        _atomic_copy(src, run / src.name)
 
 
 def load_trainer_state(ckpt: Path) -> dict[str, Any]:

@@ -503,6 +503,7 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
             warnings.warn(f"resuming with changed settings ({', '.join(changed)}): the run will differ from an "
                           "uninterrupted one", stacklevel=3)
         schedule.load_state_dict(state["schedule"])
+        task.load_state_dict(state.get("task_state", {}))
         step, epoch, elapsed = int(state["step"]), int(state["epoch"]), float(state["elapsed_s"])
         batch_in_epoch, best = int(state["batch_in_epoch"]), float(state.get("best_eval", math.inf))
         if int(state["batch_size"]) != cfg.batch_size or int(state["world_size"]) != dist.world:
@@ -582,6 +583,7 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
                 "batch_size": cfg.batch_size, "world_size": dist.world, "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "elapsed_s": elapsed + (time.perf_counter() - t_start),
                 "best_eval": best, "train_config": json.dumps(cfg.to_dict()), "task": task.name,
+                "task_state": task.state_dict(),
             }
             try:
                 out = save_checkpoint(run, lambda folder: task.save_model(core, folder), trainer_state,
@@ -651,6 +653,7 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
                 else:
                     norm = math.nan
                 optimizer.step()
+                task.after_step(core)
                 step += 1
                 batch_in_epoch += 1
                 if batch_in_epoch >= batches_per_epoch:

@@ -5,6 +5,11 @@ model folder, makes the datasets, and computes the named losses of a training st
 an evaluation batch. The generic loop in :mod:`sashimi.training.trainer` does everything else (run folder,
 resume, DDP, checkpoints, schedules, clipping, autocast, log). See ``docs/training.md``, "Adding a task".
 
+Frozen parameters (e.g. an encoder trained in an earlier phase): set ``requires_grad = False`` in
+:meth:`Task.build_model` and :meth:`Task.load_model`; the optimizer leaves them out. Task state that must
+survive a resume (an EMA of the weights, a phase counter): :meth:`Task.state_dict` / :meth:`Task.load_state_dict`,
+updated in :meth:`Task.after_step`.
+
 Conventions of :meth:`Task.train_step` and :meth:`Task.eval_step`:
 
 * every value is a mean over what the batch counts (tokens, items, frames ...);
@@ -149,6 +154,18 @@ class Task(ABC):
     @abstractmethod
     def eval_step(self, model: nn.Module, batch: Any) -> dict[str, float]:
         """Named metrics of one evaluation batch (the model is in eval mode, gradients off)."""
+
+    def after_step(self, model: nn.Module) -> None:
+        """Called after every optimizer step with the unwrapped model (e.g. to update an EMA of the weights that
+        the task keeps and saves in :meth:`save_model`). Default: nothing."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The task's own training state (tensors, numbers, strings, lists, dicts), saved in every checkpoint
+        and given back to :meth:`load_state_dict` on resume, so that resumption stays exact. Default: empty."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` when resuming (called after :meth:`load_model`). Default: nothing."""
 
     def describe_load(self, folder: str) -> str:
         """How a user loads the model folder ``folder`` (for the end-of-run message)."""
