@@ -124,3 +124,17 @@ def test_python_api_defaults_to_lm(tmp_path: Path) -> None:
     assert result.task == "lm" and np.isfinite(result.eval_bits)
     assert checkpoint_dirs(tmp_path / "run")[-1].name == "step_00000001"
     assert SaShiMiLM.from_pretrained(str(tmp_path / "run")).config.d_model == 8
+
+
+def test_run_folder_written_before_tasks_resumes_as_lm(tmp_path: Path) -> None:
+    """A train_config.json without "task" (runs written before tasks existed) continues as an lm run."""
+    data = _data(tmp_path / "data", n=1)
+    run = tmp_path / "run"
+    model = {"d_model": 8, "n_layers": 1, "pool": (4,), "d_state": 8}
+    train(TrainConfig(data=str(data), out=str(run), model=model, seq_len=L, batch_size=2, steps=1, eval_every=0,
+                      progress=False))
+    saved = json.loads((run / "train_config.json").read_text())
+    del saved["task"]
+    (run / "train_config.json").write_text(json.dumps(saved))
+    assert main(["train", "--out", str(run), "--resume", "--steps", "2", "--quiet"]) == 0
+    assert json.loads((run / "train_config.json").read_text())["task"] == "lm"
