@@ -125,7 +125,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from sashimi.train import run_cli
+    from sashimi.training.command import run_cli
 
     return run_cli(args)
 
@@ -353,10 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=_cmd_evaluate)
 
-    from sashimi.train import add_train_arguments
+    from sashimi.training.command import add_train_arguments
 
     tr = sub.add_parser(
-        "train", help="train a model on a folder of audio (several processes: torchrun --nproc_per_node=K -m sashimi train)"
+        "train", help="train a model (--task lm|wavenet) on a folder of audio (several processes: "
+        "torchrun --nproc_per_node=K -m sashimi train)"
     )
     add_train_arguments(tr)
     tr.set_defaults(func=_cmd_train)
