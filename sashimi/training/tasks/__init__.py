@@ -1,4 +1,5 @@
-"""Training tasks: one per model family (``lm``, ``wavenet``), registered by name for ``sashimi train --task``."""
+"""Training tasks: one per model family (``lm``, ``wavenet``, ``classifier``), registered by name for
+``sashimi train --task``."""
 
 from sashimi.training.tasks.base import (
     DataSplits,
@@ -13,8 +14,10 @@ from sashimi.training.tasks.base import (
 from sashimi.training.tasks.lm import LMTask
 from sashimi.training.tasks.tokens import TokenTask
 from sashimi.training.tasks.wavenet import WaveNetTask
+from sashimi.training.tasks.classifier import ClassifierTask  # registered after lm and wavenet: --task order
 
 __all__ = [
+    "ClassifierTask",
     "DataSplits",
     "LMTask",
     "ModelOption",
