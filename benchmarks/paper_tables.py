@@ -18,6 +18,9 @@ from other jobs on a shared machine hits both alike.
 of steps (the largest snapshot step both reached within the budget), with parameters and training
 samples/s; a markdown table on stdout and ``report.json``.
 
+``extend``: continue both runs with the trainer's resume to ``--steps`` steps and score them (equal steps
+beyond the budget).
+
 ``ablate``: short controlled SaShiMi runs of a fixed number of steps (optimizer groups, learning rate,
 sequence length at a fixed number of samples per step, model shape) next to WaveNet, each scored on the
 same test tiles.
@@ -53,7 +56,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from sashimi.data import AudioFolder  # noqa: E402
-from sashimi.training import TrainConfig, register_task, train  # noqa: E402
+from sashimi.training import TrainConfig, load_train_config, register_task, train  # noqa: E402
 from sashimi.training.tasks.lm import LMTask  # noqa: E402
 from sashimi.training.tasks.tokens import evaluate  # noqa: E402
 from sashimi.training.tasks.wavenet import WaveNetTask  # noqa: E402
@@ -237,6 +240,9 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
                                                                           "shape": {"d_model": 40, "n_layers": 2}}),
     "wavenet, lr 2e-3": ("wavenet", {"lr": 2e-3}),
     "wavenet, lr 4e-3": ("wavenet", {"lr": 4e-3}),
+    "sashimi, SSM group 1e-3, lr 1.6e-2": ("sashimi", {"lr": 1.6e-2, "ssm_lr": 1e-3}),
+    "sashimi wide (d_model 40, 2 layers per tier), lr 8e-3": ("sashimi", {"lr": 8e-3, "ssm_lr": 1e-3,
+                                                                          "shape": {"d_model": 40, "n_layers": 2}}),
 }
 
 
@@ -276,6 +282,25 @@ def cmd_ablate(args: argparse.Namespace) -> None:
               f"{r['wall_s']:.0f} |")
 
 
+def cmd_extend(args: argparse.Namespace) -> None:
+    """Continue runs of ``run`` (from the checkpoint written when the budget stopped them) to ``--steps`` steps
+    with the trainer's resume, and score each on the test tiles: the equal-steps comparison beyond the budget.
+    (The budget's checkpoint is labelled one step early: the stop is raised from ``after_step``, before the
+    trainer counts the step, so each continued run has one step more than its label.)"""
+    torch.set_num_threads(args.threads)
+    items = _test_items(args.data, args.eval_len)
+    for folder in map(Path, args.runs):
+        meta = json.loads((folder / "run_meta.json").read_text())
+        cfg = load_train_config(folder / "run")
+        cfg.steps = args.steps
+        _Clock.out, _Clock.budget_s, _Clock.marks_s, _Clock.snap_every, _Clock.steps = folder, math.inf, (), 0, 0
+        t = time.perf_counter()
+        result = train(cfg, resume=True)
+        bits = _test_bits(meta["model"], {}, result.run_dir / "model.safetensors", items)
+        print(f"| {meta['model']} | {meta['parameters'] / 1e6:.2f}M | {result.step} | {bits:.3f} | "
+              f"{time.perf_counter() - t:.0f} |", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -301,9 +326,12 @@ def main() -> None:
     a.add_argument("--out", required=True)
     a.add_argument("--steps", type=int, default=200)
     a.add_argument("--only", type=int, nargs="+", help="indices of the ablations to run (default: all)")
+    e = sub.add_parser("extend", parents=[common])
+    e.add_argument("--runs", nargs="+", required=True)
+    e.add_argument("--steps", type=int, default=150)
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    {"run": cmd_run, "report": cmd_report, "ablate": cmd_ablate}[args.cmd](args)
+    {"run": cmd_run, "report": cmd_report, "ablate": cmd_ablate, "extend": cmd_extend}[args.cmd](args)
 
 
 if __name__ == "__main__":
