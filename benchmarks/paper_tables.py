@@ -90,7 +90,7 @@ class _Clock:
     def snapshot(cls, model: nn.Module, name: str, elapsed: float) -> None:
         folder = cls.out / "snapshots"
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()},
+        save_file({k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()},
                   str(folder / f"{name}.safetensors"))
         cls.index[name] = {"step": cls.steps, "elapsed_s": elapsed}
         (folder / "index.json").write_text(json.dumps(cls.index, indent=1) + "\n")
@@ -138,7 +138,7 @@ def _config(model: str, data: str, out: Path, args: argparse.Namespace, **over: 
               seq_len=args.seq_len, mode="crop", minmax=False, steps=over.pop("steps", 10**7),
               batch_size=args.batch_size, lr=args.lr,
               ssm_lr=args.ssm_lr, schedule="constant", eval_every=0, checkpoint_every=0, keep_checkpoints=1,
-              log_every=10, eval_batches=2, seed=0, device="cpu", progress=False)
+              log_every=10, eval_batches=2, seed=0, device=args.device, progress=False)
     kw.update(over)
     return TrainConfig(**kw)
 
@@ -312,6 +312,7 @@ def main() -> None:
     common.add_argument("--lr", type=float, default=2e-3)
     common.add_argument("--ssm-lr", type=float, default=1e-3)
     common.add_argument("--eval-len", type=int, default=16000)
+    common.add_argument("--device", default="cpu", help="training device (test NLL is computed on the CPU)")
     r = sub.add_parser("run", parents=[common])
     r.add_argument("--model", choices=sorted(MODELS), required=True)
     r.add_argument("--out", required=True)
