@@ -83,6 +83,7 @@ class _Clock:
     snap_every: int = 0
     t0: float = 0.0
     steps: int = 0
+    head: int = 0  # > 0: replace SaShiMiLM's linear decoder by an MLP of this width (an experiment of this script)
     done: set[float] = set()
     index: dict[str, dict[str, float]] = {}
 
@@ -109,11 +110,21 @@ class _Clock:
             raise BudgetReached
 
 
+def _mlp_head(model: nn.Module, width: int) -> nn.Module:
+    """SaShiMiLM with its decoder ``Linear(d_model, 256)`` replaced by ``Linear(d_model, width), ReLU,
+    Linear(width, 256)`` (WaveNet's output head has this form, width 256); the state dict changes accordingly."""
+    d_model, n_classes = model.decoder.in_features, model.decoder.out_features
+    model.decoder = nn.Sequential(nn.Linear(d_model, width), nn.ReLU(), nn.Linear(width, n_classes))
+    return model
+
+
 class _Timed:
     """Mixin for the token tasks: the clock starts when the model is built (after the data is loaded)."""
 
     def build_model(self, model_config: Any) -> nn.Module:
         model = super().build_model(model_config)  # type: ignore[misc]
+        if _Clock.head and isinstance(self, LMTask):
+            model = _mlp_head(model, _Clock.head)
         _Clock.t0 = time.perf_counter()
         return model
 
@@ -153,11 +164,13 @@ def _test_items(data: str, eval_len: int) -> AudioFolder:
                        minmax=False, progress=False, **TOKENS)
 
 
-def _test_bits(model_name: str, shape: dict[str, Any], weights: Path, items: AudioFolder) -> float:
+def _test_bits(model_name: str, shape: dict[str, Any], weights: Path, items: AudioFolder, head: int = 0) -> float:
     task, base = MODELS[model_name]
     task_obj = TimedLM() if task == "lm" else TimedWaveNet()
     cfg = task_obj.model_config(task_obj.presets()["tiny"], {**base, **shape})
     model = task_obj.model_class(cfg)
+    if head:
+        model = _mlp_head(model, head)
     model.load_state_dict(load_file(str(weights)))
     nats, count = evaluate(model, items, batch_size=8)
     return nats / count / math.log(2)
@@ -170,7 +183,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     _Clock.budget_s = args.budget_min * 60
     _Clock.marks_s = tuple(m * 60 for m in args.marks)
     _Clock.snap_every = args.snap_every
-    cfg = _config(args.model, args.data, out / "run", args, steps=args.steps or 10**7)
+    _Clock.head = args.head if args.model == "sashimi" else 0
+    shape = {"n_layers": args.n_layers} if args.n_layers and args.model == "sashimi" else {}
+    cfg = _config(args.model, args.data, out / "run", args, steps=args.steps or 10**7, shape=shape)
     n_params = None
     try:
         train(cfg)
@@ -178,9 +193,10 @@ def cmd_run(args: argparse.Namespace) -> None:
         pass
     elapsed = time.perf_counter() - _Clock.t0
     n_params = sum(v.numel() for k, v in load_file(str(next((out / "snapshots").glob("*.safetensors")))).items())
-    meta = {"model": args.model, "shape": MODELS[args.model][1], "steps": _Clock.steps, "elapsed_s": elapsed,
-            "samples_per_s": _Clock.steps * args.batch_size * args.seq_len / elapsed, "parameters": n_params,
-            "lr": args.lr, "ssm_lr": args.ssm_lr, "batch_size": args.batch_size, "seq_len": args.seq_len,
+    meta = {"model": args.model, "shape": {**MODELS[args.model][1], **shape}, "steps": _Clock.steps,
+            "elapsed_s": elapsed, "samples_per_s": _Clock.steps * args.batch_size * args.seq_len / elapsed,
+            "parameters": n_params, "head": _Clock.head, "lr": args.lr, "ssm_lr": args.ssm_lr,
+            "batch_size": args.batch_size, "seq_len": args.seq_len,
             "threads": args.threads, "machine": machine_description("cpu", args.threads),
             "date": time.strftime("%Y-%m-%d %H:%M")}
     (out / "run_meta.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -207,9 +223,10 @@ def cmd_report(args: argparse.Namespace) -> None:
         matched = max((s for s in grid[names[0]] if s <= common and all(s in grid[m] for m in names)), default=None)
         for m in names:
             folder, meta, index = runs[m]
-            t_bits = _test_bits(m, {}, folder / "snapshots" / f"{key}.safetensors", items)
-            s_bits = (_test_bits(m, {}, folder / "snapshots" / f"step_{matched:06d}.safetensors", items)
-                      if matched else math.nan)
+            head = meta.get("head", 0)
+            t_bits = _test_bits(m, meta["shape"], folder / "snapshots" / f"{key}.safetensors", items, head)
+            at_step = folder / "snapshots" / f"step_{matched:06d}.safetensors"
+            s_bits = _test_bits(m, meta["shape"], at_step, items, head) if matched else math.nan
             rows.append({"budget_min": mark, "model": m, "parameters": meta["parameters"], "steps": reached[m],
                          "test_bits_at_budget": t_bits, "matched_steps": matched, "test_bits_at_matched_steps": s_bits,
                          "train_samples_per_s": meta["samples_per_s"]})
@@ -243,6 +260,8 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "sashimi, SSM group 1e-3, lr 1.6e-2": ("sashimi", {"lr": 1.6e-2, "ssm_lr": 1e-3}),
     "sashimi wide (d_model 40, 2 layers per tier), lr 8e-3": ("sashimi", {"lr": 8e-3, "ssm_lr": 1e-3,
                                                                           "shape": {"d_model": 40, "n_layers": 2}}),
+    "sashimi 4 layers per tier + MLP head (width 256), lr 4e-3": ("sashimi", {"lr": 4e-3, "ssm_lr": 1e-3, "head": 256,
+                                                                             "shape": {"n_layers": 4}}),
 }
 
 
@@ -259,16 +278,18 @@ def cmd_ablate(args: argparse.Namespace) -> None:
         model, over = ABLATIONS[name]
         over = dict(over)
         shape = over.get("shape", {})
+        head = over.pop("head", 0)
         run_dir = out / f"run_{list(ABLATIONS).index(name)}"
         _Clock.out, _Clock.budget_s, _Clock.marks_s, _Clock.snap_every, _Clock.steps = run_dir, math.inf, (), 0, 0
+        _Clock.head = head
         cfg = _config(model, args.data, run_dir / "run", args, steps=args.steps, **over)
         t = time.perf_counter()
         result = train(cfg)
         wall = time.perf_counter() - t
         core = result.run_dir / "model.safetensors"
-        bits = _test_bits(model, shape, core, items)
+        bits = _test_bits(model, shape, core, items, head)
         n_params = sum(v.numel() for v in load_file(str(core)).values())
-        results[name] = {"model": model, "settings": {k: v for k, v in over.items()}, "parameters": n_params,
+        results[name] = {"model": model, "settings": {**over, "head": head}, "parameters": n_params,
                          "steps": args.steps, "train_bits_last": result.train_bits, "test_bits": bits,
                          "wall_s": wall}
         results_path.write_text(json.dumps(results, indent=1) + "\n")
@@ -320,6 +341,8 @@ def main() -> None:
     r.add_argument("--marks", type=float, nargs="+", default=[4.0, 12.0])
     r.add_argument("--snap-every", type=int, default=25)
     r.add_argument("--steps", type=int, default=0, help="also stop after this many steps (0: budget only)")
+    r.add_argument("--head", type=int, default=0, help="sashimi: an MLP output head of this width (0: linear)")
+    r.add_argument("--n-layers", type=int, default=0, help="sashimi: layers per tier (0: the default 5)")
     q = sub.add_parser("report", parents=[common])
     q.add_argument("--runs", nargs="+", required=True)
     q.add_argument("--marks", type=float, nargs="+", default=[4.0, 12.0])
