@@ -18,6 +18,9 @@ from other jobs on a shared machine hits both alike.
 of steps (the largest snapshot step both reached within the budget), with parameters and training
 samples/s; a markdown table on stdout and ``report.json``.
 
+``reference``: test NLL of the marginal (unigram) and previous-sample (bigram) tables fitted on the training
+tokens, the two levels a model passes early in training.
+
 ``extend``: continue both runs with the trainer's resume to ``--steps`` steps and score them (equal steps
 beyond the budget).
 
@@ -322,6 +325,25 @@ def cmd_extend(args: argparse.Namespace) -> None:
               f"{time.perf_counter() - t:.0f} |", flush=True)
 
 
+def cmd_reference(args: argparse.Namespace) -> None:
+    """Test NLL of two count-based references fitted on the training tokens: the marginal (unigram, +0.5
+    smoothing) and the previous-sample table P(x_t | x_{t-1}) (bigram, +0.1 smoothing)."""
+    train_items = AudioFolder(Path(args.data) / "train", mode="crop", minmax=False, progress=False, **TOKENS)
+    train_tokens = [train_items[i] for i in range(len(train_items))]  # whole clips, (L,) each
+    n = 2 ** TOKENS["bits"]
+    uni = torch.full((n,), 0.5, dtype=torch.float64)
+    bi = torch.full((n, n), 0.1, dtype=torch.float64)
+    for x in train_tokens:
+        uni += torch.bincount(x, minlength=n)
+        bi.index_put_((x[:-1], x[1:]), torch.ones(len(x) - 1, dtype=torch.float64), accumulate=True)
+    uni, bi = uni / uni.sum(), bi / bi.sum(1, keepdim=True)
+    test = _test_items(args.data, args.eval_len)
+    tokens = torch.cat([test[i] for i in range(len(test))])  # (N,)
+    prev = torch.cat([torch.cat([torch.tensor([n // 2]), test[i][:-1]]) for i in range(len(test))])
+    print(f"marginal (unigram): {-uni[tokens].log2().mean():.4f} bits; previous sample (bigram): "
+          f"{-bi[prev, tokens].log2().mean():.4f} bits, on {len(tokens)} test samples")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -353,9 +375,11 @@ def main() -> None:
     e = sub.add_parser("extend", parents=[common])
     e.add_argument("--runs", nargs="+", required=True)
     e.add_argument("--steps", type=int, default=150)
+    sub.add_parser("reference", parents=[common])
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    {"run": cmd_run, "report": cmd_report, "ablate": cmd_ablate, "extend": cmd_extend}[args.cmd](args)
+    {"run": cmd_run, "report": cmd_report, "ablate": cmd_ablate, "extend": cmd_extend,
+     "reference": cmd_reference}[args.cmd](args)
 
 
 if __name__ == "__main__":
