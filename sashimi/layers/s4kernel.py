@@ -11,7 +11,7 @@ from torch import nn
 
 from sashimi.kernels import bilinear, discretize_diag, dplr_matrix, full_pairs, ssm_kernel, vandermonde
 
-__all__ = ["S4Kernel", "StepConstants", "hippo_legs_dplr", "SSM_PARAM_NAMES", "STEP_MODES"]
+__all__ = ["S4Kernel", "StepConstants", "check_rate", "hippo_legs_dplr", "SSM_PARAM_NAMES", "STEP_MODES"]
 
 #: parameters of S4Kernel that belong to the SSM optimizer group (lower lr, no weight decay)
 SSM_PARAM_NAMES = ("log_dt", "A_real_log", "A_imag", "B", "P", "Q")
@@ -19,6 +19,16 @@ SSM_PARAM_NAMES = ("log_dt", "A_real_log", "A_imag", "B", "P", "Q")
 #: precision, else with a complex128 state -- else linear)
 STEP_MODES = ("auto", "dense", "linear", "diagonal", "diagonal64")
 INITS = ("legs", "diag-lin", "diag-inv", "diag-legs")
+
+
+def check_rate(rate: object, name: str = "rate") -> float:
+    """Validate a step-size multiplier: a finite number > 0 (TypeError for a bool or a tensor, ValueError for
+    NaN, inf or <= 0); returns it as float."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+        raise TypeError(f"{name} must be a positive finite number (int or float), got {type(rate).__name__}")
+    if not math.isfinite(rate) or rate <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {rate!r}")
+    return float(rate)
 
 
 def hippo_legs_dplr(N: int, rank: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -227,8 +237,7 @@ class S4Kernel(nn.Module):
     def ssm_params(self, rate: float = 1.0, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor | None]:
         """Canonical complex parameters, tiled to H: dt (H,), A (H, N/2), B (H, N/2), C (c', H, N/2),
         P and Q (r, H, N/2) or None. ``dtype`` is the real precision (default: at least float32)."""
-        if not isinstance(rate, (int, float)) or rate <= 0:
-            raise ValueError(f"rate must be a positive number, got {rate!r}")
+        check_rate(rate)
         rdt = dtype or (torch.float64 if self.log_dt.dtype == torch.float64 else torch.float32)
         tile = self.d_model // self.n_ssm
 

@@ -198,7 +198,7 @@ class _SaShiMiBase(nn.Module):
         return h
 
     def _check_input(self, x: object) -> None:
-        check_sequence_input(x, self.config.d_model, self.config.transposed)
+        check_sequence_input(x, self.config.d_model, self.config.transposed, dtype=self.norm.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # overridden
         raise NotImplementedError
