@@ -8,6 +8,10 @@ step state) at batch 1 and 32, three ways over the same block and inputs:
 * ``step, check_finite=False`` -- ``S4Block.step`` with every check but the NaN/Inf reduction;
 * ``step (default)`` -- ``S4Block.step`` as users call it (all checks).
 
+With ``--model``, also ``SaShiMi.step`` of the SC09 backbone (random weights, 16 S4 layers), with the
+S4 states' NaN check on (default) and off (``S4State.check_finite = False`` on every layer state): the
+module-level step of a whole model, which ``SaShiMiLM.step`` / ``prefill`` use.
+
 The generation hot path (``SaShiMiLM.generate``'s flat step program in ``sashimi.models._fast_step``)
 does not call ``S4Block.step``, so these checks do not reach it; this script measures what a caller of
 the module-level step pays. Reported: microseconds per step (median of ``--repeats`` runs of
@@ -16,7 +20,7 @@ ratio to the baseline.
 
 Usage::
 
-    python benchmarks/s4_step_checks.py [--steps 2000] [--repeats 5] [--threads 1]
+    python benchmarks/s4_step_checks.py [--steps 2000] [--repeats 5] [--threads 1] [--model]
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from sashimi.layers import S4Block
-from sashimi.layers.s4block import ssm_step
+from sashimi.layers.s4block import S4State, ssm_step
+from sashimi.models.config import SaShiMiConfig
+from sashimi.models.sashimi import SaShiMi
 
 
 def unchecked_step(blk: S4Block, x: torch.Tensor, state) -> torch.Tensor:
@@ -64,6 +70,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    ap.add_argument("--model", action="store_true", help="also time SaShiMi.step (SC09 backbone)")
+    ap.add_argument("--model-steps", type=int, default=200)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -72,8 +80,8 @@ def main() -> None:
 
     print(f"# S4Block.step check overhead -- {datetime.date.today()}, {machine_description('cpu', args.threads)}")
     print(f"# {args.steps} steps x {args.repeats} repeats, CPU us/step (median)")
-    print(f"| {'batch':>5} | {'variant':<28} | {'us/step':>8} | {'vs baseline':>11} |")
-    print(f"|{'-' * 7}|{'-' * 30}|{'-' * 10}|{'-' * 13}|")
+    print(f"| {'batch':>5} | {'variant':<30} | {'us/step':>8} | {'vs baseline':>11} |")
+    print(f"|{'-' * 7}|{'-' * 32}|{'-' * 10}|{'-' * 13}|")
     with torch.no_grad():
         for B in args.batches:
             xs = torch.randn(args.steps, B, 64)
@@ -90,7 +98,35 @@ def main() -> None:
             for name, fn in variants:
                 us = time_steps(fn, xs, args.repeats)
                 base = base or us
-                print(f"| {B:>5} | {name:<28} | {us:>8.1f} | {us / base:>10.2f}x |")
+                print(f"| {B:>5} | {name:<30} | {us:>8.1f} | {us / base:>10.2f}x |")
+        if args.model:
+            model = SaShiMi(SaShiMiConfig()).eval()
+            for B in args.batches:
+                xs = torch.randn(args.model_steps, B, 64)
+                checked = model.init_state(B)
+                quiet = model.init_state(B)
+                s4_states = [s for s in _walk(quiet) if isinstance(s, S4State)]
+                if has_opt_out:
+                    for st in s4_states:
+                        st.check_finite = False
+                variants = [("SaShiMi.step (default)", lambda x, s=checked: model.step(x, s))]
+                if has_opt_out:
+                    variants.append((f"SaShiMi.step, {len(s4_states)} S4 unchecked", lambda x, s=quiet: model.step(x, s)))
+                for _, fn in variants:
+                    time_steps(fn, xs[:16], 1)
+                base = None
+                for name, fn in variants:
+                    us = time_steps(fn, xs, args.repeats)
+                    base = base or us
+                    print(f"| {B:>5} | {name:<30} | {us:>8.1f} | {us / base:>10.2f}x |")
+
+
+def _walk(state) -> list:
+    """Every layer state inside a SaShiMiState."""
+    out = list(state.center)
+    for tier in (*state.down, *state.up):
+        out += tier.blocks
+    return out
 
 
 if __name__ == "__main__":
