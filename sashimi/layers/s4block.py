@@ -66,7 +66,7 @@ class S4State:
             return
         made = self.owner() if self.owner is not None else None
         if made is None:
-            origin = "was not made by init_state() (built by hand, unpickled, or its block was freed)"
+            origin = "was not made by init_state() (built by hand, or its block was freed)"
         else:
             origin = (
                 f"was made by another {type(made).__name__} (its d_state={getattr(made, 'd_state', '?')}, "
