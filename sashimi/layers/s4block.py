@@ -387,14 +387,15 @@ class S4Block(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"step input must be a floating tensor, got dtype {x.dtype}")
         self._check_state(state, x.shape[0], x)
-        check_input_dtype(x, self.D.dtype, "step input")
+        D = self.D  # (c, H)
+        check_input_dtype(x, D.dtype, "step input")
         # a sum is non-finite if any element is (NaN/inf propagate): one reduction and one read decide the
         # common case; only a non-finite sum (a bad element, or finite values overflowing) is looked at closely
         if state.check_finite and not math.isfinite(x.sum().item()) and not torch.isfinite(x).all():
             raise ValueError("step input contains NaN or Inf (it would make the state non-finite for good)")
         u = x.to(state.x.real.dtype)  # (B, H)
         yc = ssm_step(state, u)  # (B, c, H)
-        y = yc + self.D.to(u.dtype) * u.unsqueeze(1)
+        y = yc + D.to(u.dtype) * u.unsqueeze(1)
         y = y.reshape(x.shape[0], -1).to(x.dtype)  # (B, c*H)
         return self._output(y), state
 
