@@ -12,7 +12,7 @@ With ``--model``, also ``SaShiMi.step`` of the SC09 backbone (random weights, 16
 S4 states' NaN check on (default) and off (``S4State.check_finite = False`` on every layer state): the
 module-level step of a whole model, which ``SaShiMiLM.step`` / ``prefill`` use.
 
-The generation hot path (``SaShiMiLM.generate``'s flat step program in ``sashimi.models._fast_step``)
+The generation hot path (``SaShiMiLM.generate``'s flat step program in ``sashimi.generation.step_program``)
 does not call ``S4Block.step``, so these checks do not reach it; this script measures what a caller of
 the module-level step pays. Reported: microseconds per step (median of ``--repeats`` runs of
 ``--steps`` steps, process CPU time, which is steadier than wall time on a shared machine) and the
