@@ -8,9 +8,10 @@ step state) at batch 1 and 32, three ways over the same block and inputs:
 * ``step, check_finite=False`` -- ``S4Block.step`` with every check but the NaN/Inf reduction;
 * ``step (default)`` -- ``S4Block.step`` as users call it (all checks).
 
-With ``--model``, also ``SaShiMi.step`` of the SC09 backbone (random weights, 16 S4 layers), with the
-S4 states' NaN check on (default) and off (``S4State.check_finite = False`` on every layer state): the
-module-level step of a whole model, which ``SaShiMiLM.step`` / ``prefill`` use.
+With ``--model``, also ``SaShiMi.step`` of the SC09 backbone (random weights, 24 S4 layers) in train
+mode (dropout 0), where it steps module by module through ``S4Block.step``, with the S4 states' NaN check
+on (default) and off (``S4State.check_finite = False`` on every layer state). (In eval mode
+``SaShiMi.step`` runs the flat step program of ``sashimi.generation.step_program`` instead.)
 
 The generation hot path (``SaShiMiLM.generate``'s flat step program in ``sashimi.generation.step_program``)
 does not call ``S4Block.step``, so these checks do not reach it; this script measures what a caller of
@@ -40,10 +41,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from sashimi.layers import S4Block
-from sashimi.layers.s4block import S4State, ssm_step
-from sashimi.models.config import SaShiMiConfig
-from sashimi.models.sashimi import SaShiMi
+from sashimi.layers import S4Block  # noqa: E402
+from sashimi.layers.s4block import S4State, ssm_step  # noqa: E402
+from sashimi.models.config import SaShiMiConfig  # noqa: E402
+from sashimi.models.sashimi import SaShiMi  # noqa: E402
 
 
 def unchecked_step(blk: S4Block, x: torch.Tensor, state) -> torch.Tensor:
@@ -100,7 +101,9 @@ def main() -> None:
                 base = base or us
                 print(f"| {B:>5} | {name:<30} | {us:>8.1f} | {us / base:>10.2f}x |")
         if args.model:
-            model = SaShiMi(SaShiMiConfig()).eval()
+            # train mode (dropout is 0): the module-by-module step through S4Block.step; in eval mode
+            # SaShiMi.step runs the flat step program, which does not call S4Block.step
+            model = SaShiMi(SaShiMiConfig()).train()
             for B in args.batches:
                 xs = torch.randn(args.model_steps, B, 64)
                 checked = model.init_state(B)
@@ -111,7 +114,8 @@ def main() -> None:
                         st.check_finite = False
                 variants = [("SaShiMi.step (default)", lambda x, s=checked: model.step(x, s))]
                 if has_opt_out:
-                    variants.append((f"SaShiMi.step, {len(s4_states)} S4 unchecked", lambda x, s=quiet: model.step(x, s)))
+                    name = f"SaShiMi.step, {len(s4_states)} S4 unchecked"
+                    variants.append((name, lambda x, s=quiet: model.step(x, s)))
                 for _, fn in variants:
                     time_steps(fn, xs[:16], 1)
                 base = None

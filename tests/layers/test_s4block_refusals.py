@@ -195,7 +195,8 @@ def _tiny_config(**kw) -> SaShiMiConfig:
         (lambda: _block(bidirectional=True), torch.zeros(0, 5, 4)),
         (lambda: _block(transposed=True), torch.zeros(0, 4, 5)),
         (lambda: SaShiMi(_tiny_config()), torch.zeros(0, 4, 8)),
-        (lambda: BiSaShiMi(BiSaShiMi.default_config(d_model=8, n_layers=1, pool=(2,), d_state=8)), torch.zeros(0, 4, 8)),
+        (lambda: BiSaShiMi(BiSaShiMi.default_config(d_model=8, n_layers=1, pool=(2,), d_state=8)),
+         torch.zeros(0, 4, 8)),
     ],
     ids=["causal", "bidirectional", "transposed", "SaShiMi", "BiSaShiMi"],
 )
