@@ -7,3 +7,7 @@ from sashimi.layers.s4kernel import S4Kernel, StepConstants, hippo_legs_dplr
 
 __all__ = ["S4Kernel", "S4Block", "S4State", "StepConstants", "hippo_legs_dplr"]
 __all__ += ["DownPool", "UpPool", "PoolState", "FFBlock", "ResidualBlock", "ScalarChannelNorm"]
+
+from sashimi.layers.restricted import frozen_kernels, restricted_context  # noqa: E402
+
+__all__ += ["frozen_kernels", "restricted_context"]
