@@ -191,10 +191,12 @@ def masked_decode(
                 units = torch.zeros_like(scores, dtype=torch.bool).scatter(1, scores.topk(plan.n_masked).indices, True)
                 mask = units.repeat_interleave(L, dim=1)  # (B, T)
             else:
-                units = torch.stack([least_probable_spans(s, plan.n_masked, L) for s in scores])  # (B, T)
-                mask = units
-            mask = mask & ~pinned
-            stage = stage.masked_fill(mask, mask_id)
+                mask = torch.stack([least_probable_spans(s, plan.n_masked, L) for s in scores])  # (B, T)
+            stage = stage.masked_fill(mask & ~pinned, mask_id)
+            # every position holding the mask id is filled (at step 0, stride-1 windows need not cover all)
+            mask = stage == mask_id  # (B, T)
+            if not chunked:
+                units = mask
             tokens[:, k] = stage
             logits = model(tokens, labels, k)[:, k].float()  # (B, T, card)
             if labels is not None:
