@@ -50,7 +50,7 @@ for _ in range(args.steps):  # (the trainer runs this as task "masked")
 print(f"masked model: {args.steps} steps, last loss {float(out['bits']):.2f} bits on masked tokens")
 
 n = sr // 4  # 0.25 s
-kw = dict(steps=8, temperature=1.0, generator=torch.Generator().manual_seed(1), progress=False)
+kw = {"steps": 8, "temperature": 1.0, "generator": torch.Generator().manual_seed(1), "progress": False}
 rows = []
 for name, run in [
     ("masked", lambda: masked.generate(1, n, **kw)),

@@ -12,7 +12,8 @@ rescorer only through ``rescorer(inputs) -> logits``, ``rescorer.shift_right`` a
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm

@@ -2,12 +2,11 @@
 
 from sashimi.layers.blocks import FFBlock, ResidualBlock, ScalarChannelNorm
 from sashimi.layers.pool import DownPool, PoolState, UpPool
+from sashimi.layers.restricted import frozen_kernels, restricted_context
 from sashimi.layers.s4block import S4Block, S4State
 from sashimi.layers.s4kernel import S4Kernel, StepConstants, hippo_legs_dplr
 
 __all__ = ["S4Kernel", "S4Block", "S4State", "StepConstants", "hippo_legs_dplr"]
 __all__ += ["DownPool", "UpPool", "PoolState", "FFBlock", "ResidualBlock", "ScalarChannelNorm"]
-
-from sashimi.layers.restricted import frozen_kernels, restricted_context  # noqa: E402
 
 __all__ += ["frozen_kernels", "restricted_context"]

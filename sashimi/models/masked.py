@@ -15,9 +15,10 @@ positions of stream k. Generation: :meth:`MaskedSaShiMi.generate` (see
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -116,7 +117,7 @@ class MaskedSaShiMiConfig(SaShiMiConfig):
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "MaskedSaShiMiConfig":
+    def from_dict(cls, d: dict[str, Any]) -> MaskedSaShiMiConfig:
         """Build from :meth:`to_dict` output; unknown fields or another model_type raise ValueError."""
         if not isinstance(d, dict):
             raise TypeError(f"from_dict needs a dict, got {type(d).__name__}")
@@ -217,7 +218,7 @@ class MaskedSaShiMi(nn.Module):
         tokens = self.check_tokens(tokens)
         if stage is not None and (not _is_int(stage) or not 0 <= stage < c.n_codebooks):
             raise ValueError(f"stage must be None or an int in [0, {c.n_codebooks}), got {stage!r}")
-        B, K, T = tokens.shape
+        B, _K, T = tokens.shape
         pad = (-T) % self.backbone.total_pool
         x = F.pad(tokens, (0, pad), value=c.mask_id)  # (B, K, T + pad)
         h = sum(emb(x[:, k]) for k, emb in enumerate(self.embeddings))  # (B, T + pad, H)

@@ -3,6 +3,7 @@ re-masking rule, pinned prompts, argmax fill, rescoring, and input validation.""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from types import SimpleNamespace
@@ -70,7 +71,7 @@ def test_decoding_trace_schedule_equals_golden(golden):
         # the golden rows and ours share the structure: whole aligned spans, shrinking monotonically
         for rows in ([torch.tensor(r, dtype=torch.bool) for r in g["mask_rows_seen_by_model"]],
                      [t["mask"][0] for t in mine]):
-            for a, b in zip(rows, rows[1:]):
+            for a, b in itertools.pairwise(rows):
                 assert not bool((b & ~a).any())
             for r in rows:
                 spans = r.reshape(-1, 3)
@@ -81,7 +82,7 @@ def test_remasking_picks_the_least_confident_spans_and_never_a_kept_one():
     trace = []
     masked_decode(positional_model(1, 60, seed=3), 2, 60, n_codebooks=1, card=CARD, span_len=3, steps=(8,),
                   generator=torch.Generator().manual_seed(1), progress=False, trace=trace)
-    for prev, cur in zip(trace, trace[1:]):
+    for prev, cur in itertools.pairwise(trace):
         for b in range(2):
             score = 1 - prev["probs"][b].reshape(-1, 3).amax(-1)  # (spans,) 'max' scoring
             was = prev["mask"][b].reshape(-1, 3)[:, 0]
@@ -123,7 +124,7 @@ def test_rescoring_weight_one_follows_the_rescorer():
                         rescorer=rescorer, rescore_weight=1.0, quantization="mu-law",
                         generator=torch.Generator().manual_seed(3), progress=False, trace=trace)
     assert rescorer.calls == 10  # one teacher-forced pass per step
-    for prev, cur in zip(trace, trace[1:]):
+    for prev, cur in itertools.pairwise(trace):
         for b in range(4):
             score = 1 - rescorer.probs(prev["tokens"][b]).reshape(-1, 3).amax(-1)  # from the AR model alone
             was, now = prev["mask"][b].reshape(-1, 3)[:, 0], cur["mask"][b].reshape(-1, 3)[:, 0]
@@ -147,7 +148,7 @@ def test_sample_top_p_keeps_the_nucleus():
 
 def test_bad_input_errors():
     m = positional_model(2, 30)
-    kw = dict(n_codebooks=2, card=CARD, span_len=3, progress=False)
+    kw = {"n_codebooks": 2, "card": CARD, "span_len": 3, "progress": False}
     with pytest.raises(ValueError, match="n_codebooks=2"):
         masked_decode(m, 1, 30, steps=(4,), **kw)
     with pytest.raises(ValueError, match="shorter than one span"):
@@ -159,7 +160,7 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="single token stream"):
         masked_decode(m, 1, 30, steps=(4, 4), rescorer=PrefersToken(CARD, 1), quantization="mu-law", **kw)
     m1 = positional_model(1, 30)
-    kw1 = dict(n_codebooks=1, card=CARD, span_len=3, steps=(4,), progress=False)
+    kw1 = {"n_codebooks": 1, "card": CARD, "span_len": 3, "steps": (4,), "progress": False}
     with pytest.raises(ValueError, match="same quantization"):
         masked_decode(m1, 1, 30, rescorer=PrefersToken(CARD, 1, "linear"), quantization="mu-law", **kw1)
     with pytest.raises(ValueError, match="same quantization"):

@@ -46,9 +46,8 @@ def test_restricted_gradient_support_through_a_block(bidirectional):
 
 def test_restricted_context_restores_and_validates():
     blk = S4Block(4, 8)
-    with pytest.raises(ValueError, match="taps"):
-        with restricted_context(blk, -1):
-            pass
+    with pytest.raises(ValueError, match="taps"), restricted_context(blk, -1):
+        pass
     with restricted_context(blk, 3):
         with restricted_context(blk, None):
             assert blk.kernel.window is None

@@ -11,7 +11,7 @@ from sashimi.layers import S4Kernel
 from sashimi.models.lm import SaShiMiLM, SaShiMiLMConfig
 from sashimi.models.masked import MaskedSaShiMi, MaskedSaShiMiConfig, masked_training_loss
 
-TINY = dict(d_model=16, n_layers=1, pool=(2,), d_state=8, ff=0)
+TINY = {"d_model": 16, "n_layers": 1, "pool": (2,), "d_state": 8, "ff": 0}
 
 
 def tiny(**kw) -> MaskedSaShiMi:
