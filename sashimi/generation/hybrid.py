@@ -22,6 +22,7 @@ def generate_hybrid(
     ar_tokens: int,
     batch_size: int = 1,
     *,
+    prompt: torch.Tensor | None = None,
     ar_temperature: float = 1.0,
     ar_top_p: float = 1.0,
     generator: torch.Generator | None = None,
@@ -37,6 +38,7 @@ def generate_hybrid(
         num_tokens: T, total length (nonoverlap decoding trims it to a multiple of the span).
         ar_tokens: P, 1 <= P < T.
         batch_size: B.
+        prompt: optional prompt of the AR part (see ``lm.generate``: (B, P0) tokens or waveform, P0 <= P).
         ar_temperature, ar_top_p: sampling of the AR part.
         generator: shared by both parts.
         progress: progress bar of the masked part.
@@ -58,8 +60,8 @@ def generate_hybrid(
             raise ValueError(f"{name} must be a positive int, got {v!r}")
     if ar_tokens >= num_tokens:
         raise ValueError(f"ar_tokens={ar_tokens} must be shorter than num_tokens={num_tokens}")
-    ar = lm.generate(batch_size, ar_tokens, temperature=ar_temperature, top_p=ar_top_p, generator=generator,
-                     progress=False)
+    ar = lm.generate(batch_size, ar_tokens, prompt=prompt, temperature=ar_temperature, top_p=ar_top_p,
+                     generator=generator, progress=False)
     prefix = ar.tokens.unsqueeze(1)  # (B, 1, P)
     return masked.generate(batch_size, num_tokens, prompt=prefix, generator=generator, progress=progress,
                            **decode_kwargs)

@@ -256,8 +256,8 @@ class MaskedSaShiMi(nn.Module):
 
         ``steps`` needs one entry per stream (an int is accepted for K = 1; the default (20, 10, 10, 10)
         is MAGNeT's for 4 codebooks). ``prompt`` is (B, K, P) tokens or, for audio-token models, (B, P)
-        tokens; it is pinned. ``labels`` (B,) switches on classifier-free guidance. The S4 kernels are
-        computed once per call (each length and window), not once per step.
+        tokens; it is pinned. ``labels`` (B,) switches on classifier-free guidance. The S4 kernels (of the
+        rescorer too) are computed once per call (each length and window), not once per step.
         """
         c = self.config
         was_training = self.training
@@ -269,8 +269,9 @@ class MaskedSaShiMi(nn.Module):
         if labels is not None:
             self._label_vectors(labels, batch_size, torch.device("cpu"))
         device = self.heads[0].weight.device
+        rescoring = rescorer if isinstance(rescorer, nn.Module) else nn.Module()  # (a module without kernels)
         try:
-            with frozen_kernels(self.backbone):
+            with frozen_kernels(self.backbone), frozen_kernels(rescoring):
                 tokens = masked_decode(
                     self._decode_fn, batch_size, num_tokens, n_codebooks=c.n_codebooks, card=c.card,
                     span_len=c.span_len, steps=steps, temperature=temperature, top_p=top_p, cfg=cfg,

@@ -160,3 +160,15 @@ def test_hybrid_starts_with_exactly_the_ar_part():
         generate_hybrid(lm, m, 10, 10, steps=3, progress=False)
     with pytest.raises(ValueError, match="tokens"):
         generate_hybrid(_lm(bits=4), m, 30, 5, steps=3, progress=False)
+
+
+def test_generate_computes_each_kernel_once():
+    m = tiny(n_codebooks=2, card=16, quantization=None)
+    kernels = [k for k in m.modules() if isinstance(k, S4Kernel)]
+    calls = []
+    for k in kernels:
+        orig = k.ssm_params
+        k.ssm_params = lambda *a, _orig=orig, **kw: (calls.append(1), _orig(*a, **kw))[1]
+    m.generate(1, 30, steps=(5, 4), progress=False)
+    # one kernel per S4 layer for stream 0 (full context) and one for stream 1 (restricted), not one per step
+    assert len(calls) == 2 * len(kernels)
