@@ -185,19 +185,20 @@ class MaskedSaShiMi(nn.Module):
                              f"[{int(tokens.min())}, {int(tokens.max())}]")
         return tokens.long()
 
-    def _label_vectors(self, labels: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor | None:
+    def _check_labels(self, labels: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor | None:
+        """(B,) labels on ``device`` (None -> the null label), or None for an unconditional model."""
         c = self.config
         if self.label_embedding is None:
             if labels is not None:
                 raise ValueError("labels were given but the model is unconditional (n_labels=0)")
             return None
         if labels is None:
-            labels = torch.full((batch,), c.n_labels, dtype=torch.long, device=device)  # the null label
+            return torch.full((batch,), c.n_labels, dtype=torch.long, device=device)  # the null label
         if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.shape != (batch,):
             raise ValueError(f"labels must be an integer tensor of shape ({batch},)")
         if int(labels.min()) < 0 or int(labels.max()) > c.n_labels:
             raise ValueError(f"labels must lie in [0, {c.n_labels}] ({c.n_labels} = the null label)")
-        return self.label_embedding(labels.long().to(device))  # (B, H)
+        return labels.long().to(device)
 
     # ---- forward ---------------------------------------------------------------------------------------
     def forward(
@@ -222,9 +223,9 @@ class MaskedSaShiMi(nn.Module):
         pad = (-T) % self.backbone.total_pool
         x = F.pad(tokens, (0, pad), value=c.mask_id)  # (B, K, T + pad)
         h = sum(emb(x[:, k]) for k, emb in enumerate(self.embeddings))  # (B, T + pad, H)
-        lab = self._label_vectors(labels, B, h.device)
+        lab = self._check_labels(labels, B, h.device)
         if lab is not None:
-            h = h + lab.unsqueeze(1)
+            h = h + self.label_embedding(lab).unsqueeze(1)  # (B, 1, H)
         restrict = stage is not None and stage > 0 and c.subcodes_context is not None
         with restricted_context(self.backbone, c.subcodes_context) if restrict else nullcontext():
             h = self.backbone(h)[:, :T]  # (B, T, H)
@@ -267,7 +268,7 @@ class MaskedSaShiMi(nn.Module):
                 prompt = prompt.unsqueeze(1)  # (B, 1, P)
             prompt = self.check_tokens(prompt, allow_mask=False, name="prompt")
         if labels is not None:
-            self._label_vectors(labels, batch_size, torch.device("cpu"))
+            self._check_labels(labels, batch_size, torch.device("cpu"))
         device = self.heads[0].weight.device
         rescoring = rescorer if isinstance(rescorer, nn.Module) else nn.Module()  # (a module without kernels)
         try:
@@ -288,7 +289,21 @@ class MaskedSaShiMi(nn.Module):
         return MaskedGenerationOutput(tokens, wave, c.sample_rate)
 
     def num_parameters(self) -> int:
+        """The number of parameters."""
         return sum(p.numel() for p in self.parameters())
+
+    def card_description(self) -> str:
+        """A paragraph for the model card: what the model is and how it generates."""
+        c = self.config
+        tokens = (f"{c.bits}-bit {c.quantization} audio samples at {c.sample_rate} Hz" if c.quantization is not None
+                  else f"{c.n_codebooks} codec token streams of {c.card} classes at {c.sample_rate} Hz")
+        cond = f", conditioned on {c.n_labels} labels (classifier-free guidance)" if c.n_labels else ""
+        return (
+            f"A MaskedSaShiMi (MAGNeT-style masked token model on a bidirectional SaShiMi backbone, "
+            f"{self.num_parameters():,} parameters) over {tokens}{cond}. It generates by iterative parallel "
+            f"decoding: spans of {c.span_len} tokens are filled and the least confident re-masked over a few "
+            "dozen passes (`model.generate(...)`); a SaShiMiLM of the same tokens can rescore the candidates."
+        )
 
 
 def masked_training_loss(

@@ -172,3 +172,21 @@ def test_generate_computes_each_kernel_once():
     m.generate(1, 30, steps=(5, 4), progress=False)
     # one kernel per S4 layer for stream 0 (full context) and one for stream 1 (restricted), not one per step
     assert len(calls) == 2 * len(kernels)
+
+
+def test_label_dropout_and_guided_generation():
+    m = tiny(card=16, quantization=None, n_labels=3, label_dropout=0.3)
+    seen = []
+    m.label_embedding.register_forward_hook(lambda mod, args, out: seen.append(args[0].clone()))
+    labels = torch.randint(0, 3, (2000,), generator=torch.Generator().manual_seed(0))
+    masked_training_loss(m, torch.randint(0, 16, (2000, 1, 8)), labels, generator=torch.Generator().manual_seed(1))
+    null = (seen[-1] == 3).float().mean().item()
+    assert abs(null - 0.3) < 4 * (0.3 * 0.7 / 2000) ** 0.5
+    assert torch.equal(seen[-1][seen[-1] != 3], labels[seen[-1] != 3])
+    m.eval()
+    seen.clear()
+    out = m.generate(2, 24, steps=3, labels=torch.tensor([0, 2]), progress=False)
+    assert out.tokens.shape == (2, 1, 24)
+    # guidance: a conditional and an unconditional (null label) pass per step
+    assert len(seen) == 6 and sorted(seen[0].tolist()) == [0, 2] and seen[1].tolist() == [3, 3]
+    assert "3 labels" in m.card_description()
