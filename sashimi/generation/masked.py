@@ -131,8 +131,8 @@ def masked_decode(
         generator: for the draws (the same tokens for the same generator state).
         device: of the tokens (default: CPU).
         progress: tqdm bar over all steps.
-        trace: if a list, one dict per step is appended (stage, step, mask_rate, cfg_coef,
-            temperature, n_masked (tokens masked in the input), mask (B, T), tokens (B, T) after the step,
+        trace: if a list, one dict per step is appended (stage, step, mask_rate, cfg_coef, temperature,
+            n_masked (tokens masked in the first item's input), mask (B, T), tokens (B, T) after the step,
             probs (B, T) of the tokens used for scoring).
 
     Returns:
