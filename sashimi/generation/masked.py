@@ -35,7 +35,8 @@ def sample_top_p(probs: torch.Tensor, top_p: float, generator: torch.Generator |
     """Nucleus sampling: one draw per row from the smallest set of most likely classes reaching ``top_p``.
 
     A class is dropped when the mass of the classes ranked before it exceeds ``top_p`` (so the most
-    likely class always stays); the rest is renormalised and drawn with ``torch.multinomial``.
+    likely class always stays); the draw is by inverse CDF over the kept classes in decreasing order of
+    probability, with one uniform per row from ``generator`` (an exact draw from the renormalised nucleus).
 
     Args:
         probs: (..., C) probabilities. top_p: in (0, 1].
@@ -44,11 +45,12 @@ def sample_top_p(probs: torch.Tensor, top_p: float, generator: torch.Generator |
         LongTensor (...,).
     """
     sorted_p, idx = probs.sort(dim=-1, descending=True)  # (..., C)
-    drop = sorted_p.cumsum(dim=-1) - sorted_p > top_p
-    sorted_p = sorted_p * (~drop)
-    sorted_p = sorted_p / sorted_p.sum(dim=-1, keepdim=True)
-    flat = sorted_p.reshape(-1, sorted_p.shape[-1])  # (N, C)
-    pick = torch.multinomial(flat, 1, generator=generator).reshape(*probs.shape[:-1], 1)
+    cdf = sorted_p.cumsum(dim=-1)  # (..., C)
+    n_keep = (cdf - sorted_p <= top_p).sum(dim=-1, keepdim=True)  # (..., 1), >= 1
+    mass = cdf.gather(-1, n_keep - 1)  # (..., 1): the nucleus's mass
+    u = torch.rand(mass.shape, generator=generator, device=probs.device, dtype=mass.dtype)  # [0, 1)
+    # the first kept class whose cumulative mass exceeds u * mass (clamped: rounding may not leave the nucleus)
+    pick = (cdf <= u * mass).sum(dim=-1, keepdim=True).clamp_max(n_keep - 1)
     return idx.gather(-1, pick).squeeze(-1)
 
 
@@ -204,8 +206,7 @@ def masked_decode(
                 uncond = model(tokens, None, k)[:, k].float()
                 logits = uncond + (logits - uncond) * plan.cfg_coef
             probs = torch.softmax(logits / plan.temperature, dim=-1)  # (B, T, card)
-            sampled = sample_top_p(probs, top_p, generator)  # (B, T)
-            stage = torch.where(mask, sampled, stage)
+            stage = stage.masked_scatter(mask, sample_top_p(probs[mask], top_p, generator))  # draws where masked
             tokens[:, k] = stage
             p = probs.gather(-1, stage.unsqueeze(-1)).squeeze(-1)  # (B, T)
             if rescorer is not None:
