@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import torch
@@ -27,6 +27,7 @@ from torch import nn
 from sashimi.audio import dequantize
 from sashimi.generation.masked import masked_decode
 from sashimi.layers.restricted import frozen_kernels, restricted_context
+from sashimi.models.base import PretrainedModel, register_model
 from sashimi.models.config import SaShiMiConfig
 from sashimi.models.sashimi import BiSaShiMi
 from sashimi.schedulers.masking import cosine_mask_rate, span_mask
@@ -109,28 +110,6 @@ class MaskedSaShiMiConfig(SaShiMiConfig):
     def backbone_config(self) -> SaShiMiConfig:
         return SaShiMiConfig(**{f.name: getattr(self, f.name) for f in fields(SaShiMiConfig)})
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly dict (``pool`` as a list) with ``model_type``."""
-        d = asdict(self)
-        d["pool"] = list(self.pool)
-        d["model_type"] = self.model_type
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MaskedSaShiMiConfig:
-        """Build from :meth:`to_dict` output; unknown fields or another model_type raise ValueError."""
-        if not isinstance(d, dict):
-            raise TypeError(f"from_dict needs a dict, got {type(d).__name__}")
-        d = dict(d)
-        mt = d.pop("model_type", cls.model_type)
-        if mt != cls.model_type:
-            raise ValueError(f"model_type must be {cls.model_type!r}, got {mt!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown MaskedSaShiMiConfig field(s): {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
-
 
 @dataclass
 class MaskedGenerationOutput:
@@ -147,22 +126,22 @@ class MaskedGenerationOutput:
     sample_rate: int
 
 
-class MaskedSaShiMi(nn.Module):
-    """Masked token model: ``sum_k Embedding_k(card + 1) [+ label] -> BiSaShiMi -> K heads``.
+@register_model
+class MaskedSaShiMi(PretrainedModel, nn.Module):
+    """Masked token model: ``sum_k Embedding_k(card + 1) [+ label] -> BiSaShiMi -> K heads`` (model type
+    ``"masked-sashimi"``).
 
     ``model(tokens (B, K, T), labels=None, stage=None) -> logits (B, K, T, card)``. T need not be a
     multiple of the backbone's pooling: the input is padded on the right with mask ids and the output
-    cropped.
+    cropped. Saved and loaded like every family (``save_pretrained``, ``sashimi.load_model``).
     """
+
+    config_class = MaskedSaShiMiConfig
+    card_tags = ("audio", "masked-token-model", "magnet", "sashimi", "s4", "sashimi-audio")
 
     def __init__(self, config: MaskedSaShiMiConfig | dict | None = None) -> None:
         super().__init__()
-        config = MaskedSaShiMiConfig() if config is None else config
-        if isinstance(config, dict):
-            config = MaskedSaShiMiConfig.from_dict(config)
-        if not isinstance(config, MaskedSaShiMiConfig):
-            raise TypeError(f"config must be a MaskedSaShiMiConfig, got {type(config).__name__}")
-        self.config = c = config
+        self.config = c = self._coerce_config(config)
         self.embeddings = nn.ModuleList(nn.Embedding(c.card + 1, c.d_model) for _ in range(c.n_codebooks))
         self.label_embedding = nn.Embedding(c.n_labels + 1, c.d_model) if c.n_labels > 0 else None
         self.backbone = BiSaShiMi(c.backbone_config())
@@ -288,10 +267,6 @@ class MaskedSaShiMi(nn.Module):
             wave = dequantize(tokens[:, 0].cpu(), bits=c.bits, quantization=c.quantization)  # (B, T')
         return MaskedGenerationOutput(tokens, wave, c.sample_rate)
 
-    def num_parameters(self) -> int:
-        """The number of parameters."""
-        return sum(p.numel() for p in self.parameters())
-
     def card_description(self) -> str:
         """A paragraph for the model card: what the model is and how it generates."""
         c = self.config
@@ -319,7 +294,7 @@ def masked_training_loss(
     above k fully masked; labels are replaced by the null label with probability ``label_dropout``.
 
     Args:
-        model: a :class:`MaskedSaShiMi` (in train mode for dropout).
+        model: a :class:`MaskedSaShiMi` (in train mode for dropout), possibly DDP-wrapped.
         tokens: (B, K, T) ground-truth tokens in [0, card).
         labels: optional (B,) labels.
         generator: for every random draw (stream, rates, spans, label dropout).
@@ -327,12 +302,13 @@ def masked_training_loss(
     Returns:
         dict with ``loss`` (mean cross-entropy in nats over the masked tokens of stream k, differentiable),
         ``bits`` (the same in bits, detached), ``accuracy`` (argmax accuracy on those tokens), ``stage`` (k),
-        ``mask_rate`` (the masked fraction of stream k).
+        ``mask_rate`` (the masked fraction of stream k), ``count`` (the number of masked tokens).
     """
-    if not isinstance(model, MaskedSaShiMi):
-        raise TypeError(f"model must be a MaskedSaShiMi, got {type(model).__name__}")
-    c = model.config
-    tokens = model.check_tokens(tokens, allow_mask=False)
+    core = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    if not isinstance(core, MaskedSaShiMi):
+        raise TypeError(f"model must be a MaskedSaShiMi (or one wrapped in DDP), got {type(core).__name__}")
+    c = core.config
+    tokens = core.check_tokens(tokens, allow_mask=False)
     B, K, T = tokens.shape
     device = tokens.device
     gdev = generator.device if generator is not None else device
@@ -353,5 +329,5 @@ def masked_training_loss(
         acc = (sel.argmax(-1) == target).float().mean()
     return {
         "loss": loss, "bits": loss.detach() / math.log(2), "accuracy": acc, "stage": torch.tensor(k),
-        "mask_rate": mask.float().mean(),
+        "mask_rate": mask.float().mean(), "count": torch.tensor(int(mask.sum())),
     }

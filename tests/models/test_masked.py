@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+import sashimi
+
 from sashimi.generation import generate_hybrid
 from sashimi.layers import S4Kernel
 from sashimi.models.lm import SaShiMiLM, SaShiMiLMConfig
@@ -26,8 +28,10 @@ def test_config_round_trip_and_validation():
     assert MaskedSaShiMiConfig.from_dict(d) == c
     with pytest.raises(ValueError, match="unknown"):
         MaskedSaShiMiConfig.from_dict({**d, "foo": 1})
-    with pytest.raises(ValueError, match="model_type"):
+    with pytest.raises(ValueError, match="model type"):
         MaskedSaShiMiConfig.from_dict({**d, "model_type": "sashimi-lm"})
+    with pytest.raises(ValueError, match="lacks"):
+        MaskedSaShiMiConfig.from_dict({k: v for k, v in d.items() if k != "span_len"}, complete=True)
     with pytest.raises(ValueError, match="n_codebooks"):
         MaskedSaShiMiConfig(n_codebooks=0)
     with pytest.raises(ValueError, match="audio tokens"):
@@ -190,3 +194,14 @@ def test_label_dropout_and_guided_generation():
     # guidance: a conditional and an unconditional (null label) pass per step
     assert len(seen) == 6 and sorted(seen[0].tolist()) == [0, 2] and seen[1].tolist() == [3, 3]
     assert "3 labels" in m.card_description()
+
+
+def test_save_and_load_round_trip(tmp_path):
+    m = tiny(n_codebooks=2, card=32, quantization=None, n_labels=2, sample_rate=50)
+    m.save_pretrained(tmp_path / "masked")
+    loaded = sashimi.load_model(tmp_path / "masked")
+    assert isinstance(loaded, MaskedSaShiMi) and loaded.config == m.config
+    x = torch.randint(0, 33, (1, 2, 16))
+    m.eval()
+    assert torch.equal(loaded(x, torch.tensor([1]), stage=1), m(x, torch.tensor([1]), stage=1))
+    assert "2 codec token streams" in (tmp_path / "masked" / "README.md").read_text()
