@@ -22,40 +22,31 @@ Measured in the same run (wall and CPU time; ratios = AR time / method time, > 1
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_description
 
-import sashimi
 from sashimi.generation import generate_hybrid
-from sashimi.models.lm import SaShiMiLM, SaShiMiLMConfig
+from sashimi.models.lm import SaShiMiLM
 from sashimi.models.masked import MaskedSaShiMi, MaskedSaShiMiConfig
-
-BUNDLED = Path(sashimi.__file__).parent / "pretrained" / "default"
 
 
 def load_lm() -> SaShiMiLM:
-    lm = SaShiMiLM(SaShiMiLMConfig.from_dict(json.loads((BUNDLED / "config.json").read_text())))
-    lm.load_state_dict(load_file(str(BUNDLED / "model.safetensors")))
-    return lm.eval()
+    return SaShiMiLM.from_pretrained("sashimi-default")
 
 
 def load_masked(path: str | None, span_len: int) -> MaskedSaShiMi:
+    """The masked model saved at ``path`` (``save_pretrained`` or the training script), else a random one."""
     if path is None:
         torch.manual_seed(0)
         return MaskedSaShiMi(MaskedSaShiMiConfig(d_model=32, n_layers=2, pool=(4, 4), expand=2, ff=2, d_state=32,
                                                  unet=True, card=256, span_len=span_len)).eval()
-    cfg = MaskedSaShiMiConfig.from_dict(json.loads((Path(path) / "config.json").read_text()))
-    m = MaskedSaShiMi(cfg)
-    m.load_state_dict(load_file(str(Path(path) / "model.safetensors")))
-    return m.eval()
+    return MaskedSaShiMi.from_pretrained(path)
 
 
 def periodicity(wave: torch.Tensor) -> float:

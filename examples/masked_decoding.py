@@ -9,18 +9,14 @@ Run: python examples/masked_decoding.py [--steps 40]
 """
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 import sashimi
 from sashimi.audio import quantize
 from sashimi.data import plucked_melody
 from sashimi.generation import generate_hybrid
-from sashimi.models.lm import SaShiMiLM, SaShiMiLMConfig
 from sashimi.models.masked import MaskedSaShiMi, MaskedSaShiMiConfig, masked_training_loss
 
 parser = argparse.ArgumentParser()
@@ -30,10 +26,7 @@ torch.manual_seed(0)
 sr = 16000
 
 # the bundled AR model (8-bit mu-law, 16 kHz)
-bundled = Path(sashimi.__file__).parent / "pretrained" / "default"
-lm = SaShiMiLM(SaShiMiLMConfig.from_dict(json.loads((bundled / "config.json").read_text())))
-lm.load_state_dict(load_file(str(bundled / "model.safetensors")))
-lm.eval()
+lm = sashimi.load_model("sashimi-default")  # a SaShiMiLM, in eval mode
 
 # a tiny masked model of the same tokens, trained briefly on plucked strings
 config = MaskedSaShiMiConfig(d_model=16, n_layers=1, pool=(4,), d_state=16, ff=0, card=256, span_len=4,

@@ -8,7 +8,8 @@ bidirectional with U-Net skips, 8-bit mu-law tokens, spans of ``--span-len`` sam
 ``masked`` runs the same loss).
 
 At the end the held-out masked-token cross-entropy (bits per masked sample, fixed masks) is compared with
-the unigram baseline, and ``config.json``, ``model.safetensors`` and ``training.json`` are written to ``--out``.
+the unigram baseline, and ``config.json``, ``model.safetensors``, ``README.md`` and ``training.json`` are
+written to ``--out`` (load it with ``sashimi.load_model(OUT)`` or ``MaskedSaShiMi.from_pretrained(OUT)``).
 
     python scripts/train_masked_default.py --out runs/masked-default            # default settings
     python scripts/train_masked_default.py --steps 20 --clips 4 --out /tmp/smoke  # a smoke run
@@ -24,7 +25,6 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from sashimi.audio import quantize
@@ -33,8 +33,8 @@ from sashimi.models.masked import MaskedSaShiMi, MaskedSaShiMiConfig, masked_tra
 
 SAMPLE_RATE = 16000
 #: the bundled SaShiMiLM's backbone size, bidirectional
-MODEL = {"d_model": 32, "n_layers": 2, "pool": (4, 4), "expand": 2, "ff": 2, "d_state": 32, "unet": True, "n_codebooks": 1, "card": 256,
-             "quantization": "mu-law", "sample_rate": SAMPLE_RATE}
+MODEL = {"d_model": 32, "n_layers": 2, "pool": (4, 4), "expand": 2, "ff": 2, "d_state": 32, "unet": True,
+         "n_codebooks": 1, "card": 256, "quantization": "mu-law", "sample_rate": SAMPLE_RATE}
 SPLIT_SEEDS = {"train": 0, "test": 20_000}
 
 
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         opt.step()
         sched.step()
         if step % max(1, args.steps // 50) == 0:
-            log.append({"step": step, "bits": round(float(out["bits"]), 4), "accuracy": round(float(out["accuracy"]), 4)})
+            log.append({"step": step, "bits": round(float(out["bits"]), 4),
+                        "accuracy": round(float(out["accuracy"]), 4)})
             bar.set_postfix(bits=f"{float(out['bits']):.3f}")
     after = held_out_bits(model, test, args.segment)
     counts = torch.bincount(train.flatten(), minlength=256).double() + 1
@@ -108,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     unigram = float(-(pu.log2()[test.flatten()]).mean())
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "model.safetensors"))
+    model.save_pretrained(out_dir)  # config.json, model.safetensors, README.md
     report = {
         "model": config.to_dict(), "parameters": model.num_parameters(),
         "data": {"generator": "sashimi.data.plucked_melody", "clips": args.clips, "seconds": args.seconds,

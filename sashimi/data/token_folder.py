@@ -34,7 +34,9 @@ def load_tokens(path: str | Path) -> torch.Tensor:
         elif len(d) == 1:
             x = next(iter(d.values()))
         else:
-            raise ValueError(f"{path}: a .safetensors token file needs one tensor or one named 'tokens', got {sorted(d)}")
+            raise ValueError(
+                f"{path}: a .safetensors token file needs one tensor or one named 'tokens', got {sorted(d)}"
+            )
     elif ext == ".pt":
         obj = torch.load(path, map_location="cpu", weights_only=True)
         x = obj.get("tokens") if isinstance(obj, dict) else obj
