@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -82,3 +84,20 @@ def test_frozen_kernels_cache_once_and_equal():
     with frozen_kernels(blk):
         blk(x).sum().backward()
     assert blk.kernel.log_dt.grad is not None
+
+
+def test_restricted_block_support_equals_the_official_window(reference_dir):
+    """The dependency pattern of a restricted bidirectional S4 layer is MAGNeT's attention mask (golden)."""
+    path = reference_dir / "magnet" / "magnet_visible.json"
+    if not path.is_file():
+        pytest.skip(f"MAGNeT golden data not found at {path}")
+    golden = json.loads(path.read_text())["restricted_context_mask_T14_ctx5"]
+    allowed = torch.tensor(golden["allowed"], dtype=torch.bool)  # (T, T)
+    T = allowed.shape[0]
+    torch.manual_seed(3)
+    blk = S4Block(4, 8, bidirectional=True).double()
+    x = torch.randn(1, T, 4, dtype=torch.float64)
+    with restricted_context(blk, 5):
+        jac = torch.autograd.functional.jacobian(lambda u: blk(u), x)  # (1, T, H, 1, T, H)
+    dep = jac[0, :, :, 0].abs().sum(dim=(1, 3))  # (T out, T in)
+    assert torch.equal(dep > 1e-9 * dep.max(), allowed)
