@@ -1,4 +1,5 @@
-"""Training tasks: one per model family (``lm``, ``wavenet``, ``masked``), registered by name for ``sashimi train --task``."""
+"""Training tasks: one per model family (``lm``, ``wavenet``, ``masked``), registered by name for
+``sashimi train --task``."""
 
 from sashimi.training.tasks.base import (
     DataSplits,
