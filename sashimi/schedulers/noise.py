@@ -309,7 +309,9 @@ class DDPMScheduler:
         frac = (root[t] - target) / (root[t] - root[t + 1])
         return t.to(torch.float64) + frac
 
-    def inference_schedule(self, steps: Steps = "full", sampler: Sampler = "ddpm", eta: float = 0.0) -> InferenceSchedule:
+    def inference_schedule(
+        self, steps: Steps = "full", sampler: Sampler = "ddpm", eta: float = 0.0
+    ) -> InferenceSchedule:
         """The reverse-process plan for ``steps`` (``"full"``, ``"fast"`` or an int N) and ``sampler``.
 
         ``"ddpm"`` with ``"full"`` is the official sampler; with ``"fast"`` lmnt's fast sampler on
@@ -325,7 +327,9 @@ class DDPMScheduler:
         T = self.num_train_steps
         if steps == "fast":
             if sampler == "ddim":
-                raise ValueError("steps='fast' is lmnt's ancestral sampler: use sampler='ddpm' or an int number of steps")
+                raise ValueError(
+                    "steps='fast' is lmnt's ancestral sampler: use sampler='ddpm' or an int number of steps"
+                )
             alphas = (1 - self.fast_betas).flip(0)  # (S,) call order
             abar = torch.cumprod(1 - self.fast_betas, dim=0).flip(0)
             timesteps = self.fast_timesteps().flip(0)

@@ -53,7 +53,9 @@ def test_ddpm_steps_reproduce_official_step_by_step(load_case):
         torch.testing.assert_close(x_prev, g["golden.x_prev"][i], rtol=0, atol=1e-12, msg=f"t={t}")
         # per-example steps as a (B,) tensor give the same update
         tb = torch.full((g["golden.x_t"].shape[1],), t, dtype=torch.int64)
-        torch.testing.assert_close(sched.step(g["golden.eps"][i], tb, g["golden.x_t"][i], noise), x_prev, rtol=0, atol=0)
+        torch.testing.assert_close(
+            sched.step(g["golden.eps"][i], tb, g["golden.x_t"][i], noise), x_prev, rtol=0, atol=0
+        )
     torch.testing.assert_close(x_prev, g["golden.x_0"], rtol=0, atol=1e-12)
 
 
