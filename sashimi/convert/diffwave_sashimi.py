@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from sashimi.convert.standalone import detilde
 from sashimi.convert.state_spaces import UnsafeCheckpointError
@@ -358,10 +357,5 @@ def convert_diffwave_sashimi(
         if not p.is_file():
             raise ValueError(f"config must be one of {sorted(OFFICIAL_CONFIGS)} or a JSON file; {p} does not exist")
         config = json.loads(p.read_text())
-    model = from_diffwave_sashimi(file, str(config) if isinstance(config, os.PathLike) else config)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    return out
+    model = from_diffwave_sashimi(file, config)
+    return model.save_pretrained(out_dir)

@@ -26,21 +26,29 @@ tier's pooling window, so every tier sees the spectrogram of its own time span (
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from sashimi.generation.diffusion import sample
 from sashimi.layers.blocks import FFBlock, ScalarChannelNorm
 from sashimi.layers.embeddings import DiffusionStepEmbedding, MelUpsampler
+from sashimi.layers.kernel_cache import cached_kernels
 from sashimi.layers.pool import DownPool, UpPool
 from sashimi.layers.s4_paper import PaperS4Block
 from sashimi.layers.s4block import S4Block
+from sashimi.losses.denoising import denoising_loss
+from sashimi.schedulers.noise import DDPMScheduler
 
 __all__ = ["PRESETS", "DiffWaveBlock", "DiffWaveSaShiMi", "DiffWaveSaShiMiConfig"]
 
@@ -443,3 +451,121 @@ class DiffWaveSaShiMi(nn.Module):
                     h = h + skips.pop()
         h = F.relu(self.output_hidden(self.norm(h)))  # (B, L, H)
         return self.output_proj(h).squeeze(-1)  # (B, L)
+
+    # ---- diffusion ------------------------------------------------------------------------------------
+    def scheduler(self) -> DDPMScheduler:
+        """The training noise schedule of this model (linear betas from the config)."""
+        c = self.config
+        return DDPMScheduler(c.num_train_steps, c.beta_start, c.beta_end)
+
+    def training_loss(
+        self,
+        x0: torch.Tensor,
+        mel: torch.Tensor | None = None,
+        loss: Literal["mse", "l1"] = "mse",
+        generator: torch.Generator | None = None,
+        *,
+        t: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The denoising loss (eps-prediction MSE as the official code, or L1 as lmnt) of clean audio ``x0``
+        (B, L) with ``t`` uniform in [0, T) and Gaussian noise (drawn from ``generator`` unless given).
+
+        See :func:`sashimi.losses.denoising.denoising_loss`. Returns a scalar tensor.
+        """
+        return denoising_loss(self, x0, self.scheduler(), mel, loss, generator, t=t, noise=noise)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        batch_size: int = 1,
+        num_samples: int | None = None,
+        mel: torch.Tensor | None = None,
+        steps: Literal["full", "fast"] | int = "full",
+        sampler: Literal["ddpm", "ddim"] = "ddpm",
+        generator: torch.Generator | None = None,
+        progress: bool = True,
+        *,
+        eta: float = 0.0,
+        clip: bool = False,
+        noises: torch.Tensor | list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Sample waveforms by reverse diffusion; every S4 kernel and every block's mel conditioning is
+        computed once per call (the input length is fixed while sampling), not once per step.
+
+        Args:
+            batch_size: B (for a vocoder: 1 takes the batch of ``mel``).
+            num_samples: length L (default: ``segment_length``; for a vocoder ``frames * hop``); a multiple of
+                ``prod(pool)``.
+            mel: (B or 1, n_mels, frames) for a vocoder, else None.
+            steps: 'full' (the T training steps, the official sampler), 'fast' (lmnt's 6-step schedule) or
+                an int number of steps.
+            sampler: 'ddpm' (ancestral) or 'ddim'.
+            generator: source of every Gaussian draw (reproducible sampling).
+            progress: tqdm bar with steps/s and the real-time factor.
+            eta: DDIM noise scale (0: deterministic).
+            clip: clamp to [-1, 1] at every step (lmnt does; the official sampler does not).
+            noises: the Gaussian draws to use instead (see :func:`sashimi.generation.diffusion.sample`).
+
+        Returns:
+            (B, L) waveforms in the model's dtype.
+        """
+        c = self.config
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if c.conditional:
+            if mel is None:
+                raise ValueError(f"this model is a vocoder (n_mels={c.n_mels}): pass mel (B, {c.n_mels}, frames)")
+            if num_samples is None and isinstance(mel, torch.Tensor) and mel.ndim == 3:
+                num_samples = mel.shape[-1] * c.hop_length
+            if batch_size == 1 and isinstance(mel, torch.Tensor) and mel.ndim == 3:
+                batch_size = mel.shape[0]
+        elif mel is not None:
+            raise ValueError("this model is unconditional (n_mels=0): mel must be None")
+        L = c.segment_length if num_samples is None else num_samples
+        if isinstance(L, bool) or not isinstance(L, int) or L < 1 or L % self.total_pool:
+            raise ValueError(f"num_samples must be a positive multiple of prod(pool)={self.total_pool}, got {L!r}")
+        if c.s4_layout == "paper" and L > c.segment_length:
+            raise ValueError(f"num_samples={L} exceeds segment_length={c.segment_length}, the paper layout's maximum")
+        terms = self.mel_terms(self.check_mel(mel, L, batch_size), L) if c.conditional else None
+        ref = self.output_proj.weight
+
+        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self._forward(x, t, terms)  # (B, L)
+
+        was_training = self.training
+        self.eval()
+        try:
+            with cached_kernels(self):
+                return sample(
+                    denoise, self.scheduler(), (batch_size, L), steps, sampler, eta, clip, generator, progress,
+                    c.sample_rate, noises, dtype=ref.dtype, device=ref.device,
+                )
+        finally:
+            self.train(was_training)
+
+    # ---- files ------------------------------------------------------------------------------------------
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write ``config.json`` (with ``model_type``) and ``model.safetensors`` into the folder ``path``."""
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        tensors = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+        return out
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> DiffWaveSaShiMi:
+        """Load a folder written by :meth:`save_pretrained` (strict: every tensor must match), in eval mode."""
+        folder = Path(path)
+        for name in ("config.json", "model.safetensors"):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder} has no {name}: not a saved DiffWaveSaShiMi")
+        config = DiffWaveSaShiMiConfig.from_dict(json.loads((folder / "config.json").read_text()))
+        sd = load_file(str(folder / "model.safetensors"))
+        model = cls(config)
+        floats = {t.dtype for t in sd.values() if t.is_floating_point()}
+        if len(floats) == 1:
+            model.to(next(iter(floats)))
+        model.load_state_dict(sd, strict=True)
+        return model.eval()
