@@ -69,11 +69,16 @@ def read_diffwave_sashimi_checkpoint(path: str | os.PathLike) -> dict[str, torch
         FileNotFoundError: no such file.
         UnsafeCheckpointError: the pickle holds objects other than tensors and containers (loading it could
             run code): refused.
-        ValueError: not a readable checkpoint, or no dict of tensors inside.
+        ValueError: not a readable checkpoint.
+        TypeError: no dict of tensors inside.
     """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no checkpoint file at {p}")
+    with open(p, "rb") as f:
+        head = f.read(2)
+    if not (head.startswith(b"PK") or head.startswith(b"\x80")):  # torch.save: a zip archive or a legacy pickle
+        raise ValueError(f"{p} is not a readable PyTorch checkpoint (neither a torch.save zip archive nor a pickle)")
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
