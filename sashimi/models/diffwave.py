@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from sashimi.generation.diffusion import sample
@@ -490,8 +491,8 @@ class DiffWaveSaShiMi(nn.Module):
         clip: bool = False,
         noises: torch.Tensor | list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Sample waveforms by reverse diffusion; every S4 kernel and every block's mel conditioning is
-        computed once per call (the input length is fixed while sampling), not once per step.
+        """Sample waveforms by reverse diffusion; every S4 kernel, weight-normed weight and block's mel
+        conditioning is computed once per call (the input length is fixed while sampling), not once per step.
 
         Args:
             batch_size: B (for a vocoder: 1 takes the batch of ``mel``).
@@ -536,7 +537,8 @@ class DiffWaveSaShiMi(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            with cached_kernels(self):
+            # S4 kernels and weight-normed weights are computed once for the whole run
+            with cached_kernels(self), parametrize.cached():
                 return sample(
                     denoise, self.scheduler(), (batch_size, L), steps, sampler, eta, clip, generator, progress,
                     c.sample_rate, noises, dtype=ref.dtype, device=ref.device,
