@@ -33,15 +33,13 @@ import torch
 
 from sashimi.convert.standalone import detilde
 from sashimi.convert.state_spaces import UnsafeCheckpointError
-from sashimi.models.diffwave import PRESETS, DiffWaveSaShiMi, DiffWaveSaShiMiConfig
 
 __all__ = [
     "OFFICIAL_CONFIGS",
     "config_from_official",
-    "convert_diffwave_sashimi",
     "convert_diffwave_sashimi_state_dict",
     "detect_diffwave_layout",
-    "from_diffwave_sashimi",
+    "load_diffwave_sashimi",
     "read_diffwave_sashimi_checkpoint",
 ]
 
@@ -58,6 +56,12 @@ _OFFICIAL_KEYS = {"in_channels", "out_channels", "diffusion_step_embed_dim_in", 
                   "diffusion_step_embed_dim_out", "d_model", "n_layers", "pool", "expand", "ff", "unet",
                   "unconditional", "mel_upsample", "L", "bidirectional"}
 _REQUIRED = ("d_model", "n_layers", "pool", "expand", "ff", "unet", "L")
+#: the diffusion process of the official experiments (not stored with the model): SC09 for unconditional
+#: models, LJSpeech for vocoders (``configs/experiment/{sc09,ljspeech}.yaml``)
+_PROCESS = {
+    False: {"num_train_steps": 200, "beta_start": 1e-4, "beta_end": 0.02, "sample_rate": 16000},
+    True: {"num_train_steps": 50, "beta_start": 1e-4, "beta_end": 0.05, "sample_rate": 22050},
+}
 LAYOUTS = ("master", "paper")
 
 
@@ -108,7 +112,9 @@ def detect_diffwave_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
     master = any(".layer.kernel.kernel." in k for k in state_dict)
     paper = any(".layer.kernel.krylov." in k for k in state_dict)
     if master and paper:
-        raise ValueError("the state dict mixes master (layer.kernel.kernel.*) and paper (layer.kernel.krylov.*) S4 keys")
+        raise ValueError(
+            "the state dict mixes master (layer.kernel.kernel.*) and paper (layer.kernel.krylov.*) S4 keys"
+        )
     if master or paper:
         return "master" if master else "paper"
     raise ValueError(
@@ -117,14 +123,13 @@ def detect_diffwave_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
     )
 
 
-def config_from_official(
-    official: Mapping[str, Any] | str, layout: str = "master", **overrides: Any
-) -> DiffWaveSaShiMiConfig:
-    """Our config for an official model config (dict, or a name of :data:`OFFICIAL_CONFIGS`) and layout.
+def config_from_official(official: Mapping[str, Any] | str, layout: str = "master", **overrides: Any) -> dict[str, Any]:
+    """The :class:`~sashimi.models.diffwave.DiffWaveSaShiMiConfig` fields of an official model config (dict, or
+    a name of :data:`OFFICIAL_CONFIGS`) in the given layout ('master' or 'paper').
 
     The diffusion process is not part of the official model config: unconditional models get SC09's
     (T=200, beta 1e-4 -> 0.02, 16 kHz), vocoders LJSpeech's (T=50, beta 1e-4 -> 0.05, 22,050 Hz, 80 mels);
-    ``overrides`` set any field.
+    ``overrides`` set any field. Converted models keep the official mel quirk (``mel_alignment='truncated'``).
     """
     if isinstance(official, str):
         if official not in OFFICIAL_CONFIGS:
@@ -146,7 +151,6 @@ def config_from_official(
     if not official.get("bidirectional", True):
         raise ValueError("bidirectional=False (the unidirectional ablation) is not supported")
     conditional = not official.get("unconditional", True)
-    process = PRESETS["vocoder" if conditional else "sc09"]
     kw: dict[str, Any] = {
         "d_model": official["d_model"], "n_layers": official["n_layers"], "pool": tuple(official["pool"]),
         "expand": official["expand"], "ff": official["ff"], "unet": bool(official["unet"]),
@@ -155,11 +159,9 @@ def config_from_official(
         "step_embed_dim_mid": official.get("diffusion_step_embed_dim_mid", 512),
         "step_embed_dim_out": official.get("diffusion_step_embed_dim_out", 512),
         "n_mels": 80 if conditional else 0, "mel_upsample": tuple(official.get("mel_upsample", (16, 16))),
-        "mel_alignment": "truncated", "s4_layout": layout,
-        "num_train_steps": process["num_train_steps"], "beta_start": process["beta_start"],
-        "beta_end": process["beta_end"], "sample_rate": process["sample_rate"],
+        "mel_alignment": "truncated", "s4_layout": layout, **_PROCESS[conditional],
     }
-    return DiffWaveSaShiMiConfig(**{**kw, **overrides})
+    return {**kw, **overrides}
 
 
 def _squeeze(w: torch.Tensor) -> torch.Tensor:
@@ -247,7 +249,7 @@ class _Mapper:
 
 def convert_diffwave_sashimi_state_dict(
     state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any] | str, **overrides: Any
-) -> tuple[dict[str, torch.Tensor], DiffWaveSaShiMiConfig]:
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Map an official state dict (either layout) to :class:`DiffWaveSaShiMi` keys.
 
     Args:
@@ -256,7 +258,7 @@ def convert_diffwave_sashimi_state_dict(
         **overrides: fields of :class:`DiffWaveSaShiMiConfig` to set (e.g. ``sample_rate``).
 
     Returns:
-        (our state dict, our config). Dtypes are kept (C is de-tilded in float64 and cast back).
+        (our state dict, the fields of our config). Dtypes are kept (C is de-tilded in float64 and cast back).
 
     Raises:
         ValueError: a layout that is neither master nor paper, keys the config needs but the file lacks,
@@ -265,6 +267,7 @@ def convert_diffwave_sashimi_state_dict(
     sd = _as_state_dict(state_dict, "state_dict")
     layout = detect_diffwave_layout(sd)
     cfg = config_from_official(config, layout, **overrides)
+    pool, n_layers, unet = tuple(cfg["pool"]), cfg["n_layers"], cfg["unet"]
     m = _Mapper(sd)
     m.copy("fc_t1.weight", "embed.fc1.weight")
     m.copy("fc_t1.bias", "embed.fc1.bias")
@@ -276,21 +279,21 @@ def convert_diffwave_sashimi_state_dict(
     m.copy("final_conv.2.conv.bias", "output_proj.bias")
     m.copy("norm.m", "norm.m")
     m.copy("norm.s", "norm.s")
-    n, cond = 0, cfg.conditional
-    for i in range(len(cfg.pool)):
-        if cfg.unet:
-            for j in range(cfg.n_layers):
+    n, cond = 0, cfg["n_mels"] > 0
+    for i in range(len(pool)):
+        if unet:
+            for j in range(n_layers):
                 m.block(f"d_layers.{n}", f"down.{i}.blocks.{j}", layout, cond)
                 n += 1
         m.wn(f"d_layers.{n}.linear.conv", f"down.{i}.pool.linear")
         n += 1
-    for j in range(cfg.n_layers):
+    for j in range(n_layers):
         m.block(f"c_layers.{j}", f"center.{j}", layout, cond)
     n = 0
-    for i in reversed(range(len(cfg.pool))):
+    for i in reversed(range(len(pool))):
         m.wn(f"u_layers.{n}.linear.conv", f"up.{i}.pool.linear")
         n += 1
-        for j in range(cfg.n_layers):
+        for j in range(n_layers):
             m.block(f"u_layers.{n}", f"up.{i}.blocks.{j}", layout, cond)
             n += 1
     unmapped = sorted(set(sd) - m.used)
@@ -303,21 +306,22 @@ def convert_diffwave_sashimi_state_dict(
     return m.out, cfg
 
 
-def from_diffwave_sashimi(
-    path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor],
-    config: Mapping[str, Any] | str,
-    *,
-    dtype: torch.dtype | None = None,
+def load_diffwave_sashimi(
+    path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor], config: Mapping[str, Any] | str | os.PathLike,
     **overrides: Any,
-) -> DiffWaveSaShiMi:
-    """Build a :class:`DiffWaveSaShiMi` from an official checkpoint (file or state dict), in eval mode.
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read (if a path) and convert an official checkpoint: ``(our state dict, the fields of our config)``.
 
     Args:
         path_or_state_dict: an official ``.pkl`` (read with ``weights_only=True``) or its ``model_state_dict``.
-        config: the official model config (dict) or a name of :data:`OFFICIAL_CONFIGS`.
-        dtype: convert the model to this dtype (default: the checkpoint's).
-        **overrides: fields of :class:`DiffWaveSaShiMiConfig`.
+        config: the official model config (dict), a JSON file holding it, or a name of :data:`OFFICIAL_CONFIGS`.
+        **overrides: config fields to set.
     """
+    if isinstance(config, (str, os.PathLike)) and str(config) not in OFFICIAL_CONFIGS:
+        p = Path(config)
+        if not p.is_file():
+            raise ValueError(f"config must be one of {sorted(OFFICIAL_CONFIGS)} or a JSON file; {p} does not exist")
+        config = json.loads(p.read_text())
     if isinstance(path_or_state_dict, (str, os.PathLike)):
         sd = read_diffwave_sashimi_checkpoint(path_or_state_dict)
     elif isinstance(path_or_state_dict, Mapping):
@@ -326,41 +330,5 @@ def from_diffwave_sashimi(
         raise TypeError(
             f"path_or_state_dict must be a file path or a dict of tensors, got {type(path_or_state_dict).__name__}"
         )
-    new_sd, cfg = convert_diffwave_sashimi_state_dict(sd, config, **overrides)
-    model = DiffWaveSaShiMi(cfg)
-    floats = {t.dtype for t in new_sd.values() if t.is_floating_point()}
-    if len(floats) == 1:
-        model.to(next(iter(floats)))
-    own = model.state_dict()
-    missing = sorted(set(own) - set(new_sd))
-    wrong = sorted(f"{k}: checkpoint {tuple(new_sd[k].shape)} vs model {tuple(own[k].shape)}"
-                   for k in set(own) & set(new_sd) if own[k].shape != new_sd[k].shape)
-    if missing or wrong:
-        raise ValueError(f"the checkpoint does not fit the config: missing {missing[:10]}; wrong shapes {wrong[:10]}")
-    model.load_state_dict(new_sd, strict=True)
-    if dtype is not None:
-        model.to(dtype)
-    return model.eval()
-
-
-def convert_diffwave_sashimi(
-    file: str | os.PathLike, config: Mapping[str, Any] | str | os.PathLike, out_dir: str | os.PathLike
-) -> Path:
-    """Convert an official checkpoint into a Hub-ready folder (``config.json`` + ``model.safetensors``).
-
-    Args:
-        file: the official ``.pkl``.
-        config: 'sc09', 'sc09-small', 'vocoder', a path to a JSON file holding the official model config,
-            or the config dict.
-        out_dir: the folder to write (created).
-
-    Returns:
-        The folder.
-    """
-    if isinstance(config, (str, os.PathLike)) and str(config) not in OFFICIAL_CONFIGS:
-        p = Path(config)
-        if not p.is_file():
-            raise ValueError(f"config must be one of {sorted(OFFICIAL_CONFIGS)} or a JSON file; {p} does not exist")
-        config = json.loads(p.read_text())
-    model = from_diffwave_sashimi(file, config)
-    return model.save_pretrained(out_dir)
+    return convert_diffwave_sashimi_state_dict(sd, str(config) if isinstance(config, os.PathLike) else config,
+                                               **overrides)

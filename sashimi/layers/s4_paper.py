@@ -33,7 +33,7 @@ __all__ = ["PaperS4Block", "PaperS4Kernel", "paper_fft_nodes"]
 
 
 def paper_fft_nodes(L: int, dtype: torch.dtype = torch.complex64) -> tuple[torch.Tensor, torch.Tensor]:
-    """The official FFT nodes ``omega_k = exp(-2 pi i / L)^k`` (k = 0..L/2) and ``z_k = 2 (1 - omega_k) / (1 + omega_k)``.
+    """The official FFT nodes ``omega_k = exp(-2 pi i / L)^k`` (k = 0..L/2), ``z_k = 2 (1 - omega_k) / (1 + omega_k)``.
 
     Computed as the official code does (a power of one root in ``dtype``; complex64 in the released
     checkpoints), so a freshly built layer holds the same buffers as a paper checkpoint.
@@ -145,7 +145,8 @@ class PaperS4Block(nn.Module):
         k2f = torch.fft.rfft(self.kernel2()[:, :L].flip(-1), n=2 * L)  # (H, L+1)
         uf = torch.fft.rfft(u, n=2 * L)  # (B, H, L+1)
         y1 = torch.fft.irfft(uf * k1f.to(uf.dtype), n=2 * L)[..., :L]  # causal, (B, H, L)
-        y2 = torch.fft.irfft(uf * k2f.to(uf.dtype), n=2 * L)[..., L - 1 : 2 * L - 1]  # anticausal, current sample included
+        # anticausal, the current sample included
+        y2 = torch.fft.irfft(uf * k2f.to(uf.dtype), n=2 * L)[..., L - 1 : 2 * L - 1]
         Du = self.D.unsqueeze(-1) * u  # (B, H, L)
         y = torch.cat([y1 + Du, y2 + Du], dim=1)  # (B, 2H, L)
         return self.output_linear(F.gelu(y).transpose(1, 2))  # (B, L, H)

@@ -26,21 +26,20 @@ tier's pooling window, so every tier sees the spectrogram of its own time span (
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
+from sashimi.convert.diffwave_sashimi import load_diffwave_sashimi
 from sashimi.generation.diffusion import sample
 from sashimi.layers.blocks import FFBlock, ScalarChannelNorm
 from sashimi.layers.embeddings import DiffusionStepEmbedding, MelUpsampler
@@ -49,9 +48,10 @@ from sashimi.layers.pool import DownPool, UpPool
 from sashimi.layers.s4_paper import PaperS4Block
 from sashimi.layers.s4block import S4Block
 from sashimi.losses.denoising import denoising_loss
+from sashimi.models.base import ModelConfig, PretrainedModel, register_model
 from sashimi.schedulers.noise import DDPMScheduler
 
-__all__ = ["PRESETS", "DiffWaveBlock", "DiffWaveSaShiMi", "DiffWaveSaShiMiConfig"]
+__all__ = ["PRESETS", "DiffWaveBlock", "DiffWaveSaShiMi", "DiffWaveSaShiMiConfig", "convert_diffwave_sashimi"]
 
 S4_LAYOUTS = ("master", "paper")
 MEL_ALIGNMENTS = ("aligned", "truncated")
@@ -83,7 +83,7 @@ def _number(name: str, value: object) -> None:
 
 
 @dataclass
-class DiffWaveSaShiMiConfig:
+class DiffWaveSaShiMiConfig(ModelConfig):
     """Architecture and diffusion process of a :class:`DiffWaveSaShiMi`.
 
     Attributes:
@@ -189,30 +189,6 @@ class DiffWaveSaShiMiConfig:
             raise ValueError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict, with ``model_type``."""
-        d = asdict(self)
-        d["pool"], d["mel_upsample"] = list(self.pool), list(self.mel_upsample)
-        return {"model_type": self.model_type, **d}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DiffWaveSaShiMiConfig:
-        """Inverse of :meth:`to_dict`; unknown fields or another ``model_type`` are an error."""
-        if not isinstance(data, Mapping):
-            raise TypeError(f"config must be a mapping, got {type(data).__name__}")
-        data = dict(data)
-        mt = data.pop("model_type", cls.model_type)
-        if mt != cls.model_type:
-            raise ValueError(f"model_type {mt!r} is not {cls.model_type!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown DiffWaveSaShiMiConfig field(s): {unknown}")
-        for name in ("pool", "mel_upsample"):
-            if isinstance(data.get(name), list):
-                data[name] = tuple(data[name])
-        return cls(**data)
-
 
 def _wn_linear(d_in: int, d_out: int) -> nn.Linear:
     """A weight-normed 1x1 convolution on (..., d_in): ``W = g v / ||v||_row`` (PyTorch's parametrization)."""
@@ -273,7 +249,8 @@ class _Tier(nn.Module):
         self.blocks = blocks
 
 
-class DiffWaveSaShiMi(nn.Module):
+@register_model
+class DiffWaveSaShiMi(PretrainedModel, nn.Module):
     """The DiffWave noise predictor on a bidirectional SaShiMi backbone: ``eps = model(x_t, t, mel=None)``.
 
     Args:
@@ -282,11 +259,11 @@ class DiffWaveSaShiMi(nn.Module):
 
     config_class = DiffWaveSaShiMiConfig
 
-    def __init__(self, config: DiffWaveSaShiMiConfig | None = None) -> None:
+    card_tags = ("audio", "sashimi-audio", "diffusion", "diffwave")
+
+    def __init__(self, config: DiffWaveSaShiMiConfig | dict | None = None) -> None:
         super().__init__()
-        config = DiffWaveSaShiMiConfig() if config is None else config
-        if not isinstance(config, DiffWaveSaShiMiConfig):
-            raise TypeError(f"config must be a DiffWaveSaShiMiConfig, got {type(config).__name__}")
+        config = self._coerce_config(config)
         self.config = config
         c = config
         self.embed = DiffusionStepEmbedding(c.step_embed_dim_in, c.step_embed_dim_mid, c.step_embed_dim_out)
@@ -546,28 +523,70 @@ class DiffWaveSaShiMi(nn.Module):
         finally:
             self.train(was_training)
 
-    # ---- files ------------------------------------------------------------------------------------------
-    def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """Write ``config.json`` (with ``model_type``) and ``model.safetensors`` into the folder ``path``."""
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-        tensors = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-        return out
-
+    # ---- official checkpoints and model cards ----------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> DiffWaveSaShiMi:
-        """Load a folder written by :meth:`save_pretrained` (strict: every tensor must match), in eval mode."""
-        folder = Path(path)
-        for name in ("config.json", "model.safetensors"):
-            if not (folder / name).is_file():
-                raise FileNotFoundError(f"{folder} has no {name}: not a saved DiffWaveSaShiMi")
-        config = DiffWaveSaShiMiConfig.from_dict(json.loads((folder / "config.json").read_text()))
-        sd = load_file(str(folder / "model.safetensors"))
-        model = cls(config)
-        floats = {t.dtype for t in sd.values() if t.is_floating_point()}
+    def from_diffwave_sashimi(
+        cls,
+        path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor],
+        config: Mapping[str, Any] | str | os.PathLike,
+        *,
+        dtype: torch.dtype | None = None,
+        **overrides: Any,
+    ) -> DiffWaveSaShiMi:
+        """Build a model from an official diffwave-sashimi checkpoint (either branch's layout), in eval mode.
+
+        Args:
+            path_or_state_dict: an official ``.pkl`` (``{'model_state_dict', ...}``, read with
+                ``torch.load(weights_only=True)`` only) or its model state dict.
+            config: the official model config (dict), a JSON file holding it, or 'sc09', 'sc09-small',
+                'vocoder' (see :data:`sashimi.convert.diffwave_sashimi.OFFICIAL_CONFIGS`).
+            dtype: cast the model to this dtype (default: the checkpoint's).
+            **overrides: fields of :class:`DiffWaveSaShiMiConfig` (e.g. ``sample_rate``).
+        """
+        state_dict, fields_ = load_diffwave_sashimi(path_or_state_dict, config, **overrides)
+        model = cls(DiffWaveSaShiMiConfig(**fields_))
+        floats = {t.dtype for t in state_dict.values() if t.is_floating_point()}
         if len(floats) == 1:
             model.to(next(iter(floats)))
-        model.load_state_dict(sd, strict=True)
+        own = model.state_dict()
+        missing = sorted(set(own) - set(state_dict))
+        wrong = sorted(f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+                       for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
+        if missing or wrong:
+            raise ValueError(
+                f"the checkpoint does not fit the config: missing {missing[:10]}; wrong shapes {wrong[:10]}"
+            )
+        model.load_state_dict(state_dict, strict=True)
+        if dtype is not None:
+            model.to(dtype)
         return model.eval()
+
+    def card_description(self) -> str:
+        c = self.config
+        kind = f"mel vocoder ({c.n_mels} bands, hop {c.hop_length})" if c.conditional else "unconditional"
+        return (
+            f"DiffWave + SaShiMi diffusion model ({kind}, {c.sample_rate} Hz): the noise predictor of Goel et al. "
+            f"(2022) on a bidirectional SaShiMi backbone (d_model {c.d_model}, pool {list(c.pool)}, "
+            f"{c.n_layers} blocks per tier, S4 layout '{c.s4_layout}', mel alignment '{c.mel_alignment}'), "
+            f"trained with T={c.num_train_steps} linear betas {c.beta_start} -> {c.beta_end}. Sample with "
+            "`model.generate(...)`."
+        )
+
+
+def convert_diffwave_sashimi(
+    file: str | os.PathLike, config: Mapping[str, Any] | str | os.PathLike, out_dir: str | os.PathLike
+) -> Path:
+    """Convert an official diffwave-sashimi checkpoint into a Hub-ready folder (``config.json``,
+    ``model.safetensors``, ``README.md``) that :func:`sashimi.load_model` reads.
+
+    Args:
+        file: the official ``.pkl``.
+        config: 'sc09', 'sc09-small', 'vocoder', a JSON file holding the official model config, or the dict.
+        out_dir: the folder to write.
+
+    Returns:
+        The folder.
+    """
+    model = DiffWaveSaShiMi.from_diffwave_sashimi(file, config)
+    model.save_pretrained(out_dir)
+    return Path(out_dir)

@@ -8,16 +8,17 @@ import json
 import pytest
 import torch
 
+import sashimi
 from sashimi.convert.diffwave_sashimi import (
     OFFICIAL_CONFIGS,
     config_from_official,
-    convert_diffwave_sashimi,
     detect_diffwave_layout,
-    from_diffwave_sashimi,
     read_diffwave_sashimi_checkpoint,
 )
 from sashimi.convert.state_spaces import UnsafeCheckpointError
-from sashimi.models.diffwave import DiffWaveSaShiMi
+from sashimi.models.diffwave import DiffWaveSaShiMi, DiffWaveSaShiMiConfig, convert_diffwave_sashimi
+
+from_diffwave_sashimi = DiffWaveSaShiMi.from_diffwave_sashimi
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +45,14 @@ def test_pkl_to_folder_round_trip(case, tmp_path, name):
     cfg_file = tmp_path / "model.json"
     cfg_file.write_text(json.dumps(meta["config"]))
     folder = convert_diffwave_sashimi(pkl, cfg_file, tmp_path / "out")
-    assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    for f in ("config.json", "model.safetensors", "README.md"):
+        assert (folder / f).is_file()
     saved = json.loads((folder / "config.json").read_text())
     assert saved["model_type"] == "diffwave-sashimi"
     assert saved["s4_layout"] == ("paper" if name.startswith("ckpt") else "master")
     assert saved["mel_alignment"] == "truncated"
-    model = DiffWaveSaShiMi.from_pretrained(folder)
+    model = sashimi.load_model(folder)  # the registry picks the class from config.json
+    assert isinstance(model, DiffWaveSaShiMi)
     with torch.no_grad():
         eps = model(tensors["golden.input.audio"], tensors["golden.input.diffusion_steps"])
     g = tensors["golden.output"]
@@ -116,8 +119,9 @@ def test_official_configs():
     counts = {"sc09": (23_470_971, 22_964_091), "sc09-small": (7_734_267, 7_480_827), "vocoder": (3_153_459, 3_026_739)}
     for name in OFFICIAL_CONFIGS:
         for layout, expected in zip(("master", "paper"), counts[name]):
-            cfg = config_from_official(name, layout)
+            cfg = DiffWaveSaShiMiConfig(**config_from_official(name, layout))
             assert cfg.mel_alignment == "truncated" and cfg.s4_layout == layout
             assert sum(p.numel() for p in DiffWaveSaShiMi(cfg).parameters()) == expected
-    voc = config_from_official("vocoder")
-    assert (voc.n_mels, voc.hop_length, voc.num_train_steps, voc.beta_end, voc.sample_rate) == (80, 256, 50, 0.05, 22050)
+    voc = DiffWaveSaShiMiConfig(**config_from_official("vocoder"))
+    got = (voc.n_mels, voc.hop_length, voc.num_train_steps, voc.beta_end, voc.sample_rate)
+    assert got == (80, 256, 50, 0.05, 22050)
