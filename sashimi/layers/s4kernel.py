@@ -301,7 +301,19 @@ class S4Kernel(nn.Module):
         Returns:
             K: (c', H, L), float32 at least (float64 for a float64 module), where
             c' = channels (2 * channels when bidirectional: forward kernels first).
+
+        Inside :func:`sashimi.layers.kernel_cache.cached_kernels` (for inference with fixed parameters), a
+        kernel computed without autograd is computed once per (L, rate, backend, dtype, device) and reused.
         """
+        cache = self.__dict__.get("_kernel_cache")
+        if cache is not None and not torch.is_grad_enabled():
+            key = (int(L), float(rate), backend, self.log_dt.dtype, self.log_dt.device)
+            if key not in cache:
+                cache[key] = self._kernel(L, rate, backend)
+            return cache[key]
+        return self._kernel(L, rate, backend)
+
+    def _kernel(self, L: int, rate: float, backend: str | None) -> torch.Tensor:
         with torch.autocast(device_type=self.log_dt.device.type, enabled=False):
             p = self.ssm_params(rate)
             return ssm_kernel(
