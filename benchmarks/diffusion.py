@@ -6,7 +6,7 @@ Three tables, every ratio against a baseline measured in the same run:
    float32), against lmnt's ``diffwave`` 0.1.7 vocoder model (2.62M parameters; ``pip install --no-deps
    diffwave==0.1.7``, only ``diffwave.model`` is imported). Rows: lmnt (baseline), our ``DiffWaveWaveNet``
    (the official DiffWave + SaShiMi vocoder WaveNet, ``preset("ljspeech")``) and ``DiffWaveSaShiMi``
-   (``preset("vocoder")``) when this checkout has it. lmnt's model needs ``frames * 256`` samples: it runs on
+   (``preset("vocoder")``, S4 kernels cached across steps as ``generate`` does) when this checkout has it. lmnt's model needs ``frames * 256`` samples: it runs on
    the next multiple of 256 and its time is scaled to the same audio length.
 2. *Paper sizes*: ``DiffWaveSaShiMi`` (SC09, 23.0M) vs ``DiffWaveWaveNet`` (SC09, 24.1M; the baseline): time per
    denoising step at batch 1 and training samples/s (forward + backward of the denoising loss, batch
@@ -25,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import statistics
@@ -44,15 +45,19 @@ from sashimi.models.baselines import DiffWaveWaveNet, DiffWaveWaveNetConfig
 from sashimi.schedulers import DDPMScheduler
 
 try:  # the other half of the diffusion issue; rows are left empty without it
+    from sashimi.layers.kernel_cache import cached_kernels
     from sashimi.models.diffwave import DiffWaveSaShiMi, DiffWaveSaShiMiConfig
 except ImportError:
-    DiffWaveSaShiMi = DiffWaveSaShiMiConfig = None
+    DiffWaveSaShiMi = DiffWaveSaShiMiConfig = cached_kernels = None
 
 try:
     from diffwave.model import DiffWave as LmntDiffWave
     from diffwave.params import params as lmnt_params
 except ImportError:
     LmntDiffWave = lmnt_params = None
+
+
+_KERNEL_CACHES = contextlib.ExitStack()
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -71,10 +76,16 @@ def timed(fn, repeats: int) -> float:
 
 
 def step_fn(model, batch: int, length: int, mel_frames: int | None, kind: str):
-    """A no-grad closure running one denoising step of ``model`` at (batch, length)."""
+    """A no-grad closure running one denoising step of ``model`` at (batch, length).
+
+    For DiffWaveSaShiMi the S4 kernels are cached across calls (the warm-up call computes them), as
+    ``generate`` does for all the steps of one sampling run; the mel conditioning is recomputed every call.
+    """
     x = torch.randn(batch, length)
     t = torch.full((batch,), 10)
     mel = None if mel_frames is None else torch.randn(batch, 80, mel_frames)
+    if DiffWaveSaShiMi is not None and isinstance(model, DiffWaveSaShiMi):
+        _KERNEL_CACHES.enter_context(cached_kernels(model))  # open until the process ends
 
     @torch.no_grad()
     def run():
@@ -108,7 +119,7 @@ def vocoder_table(args) -> list[str]:
     if DiffWaveSaShiMi is None:
         rows.append("| DiffWaveSaShiMi `vocoder` | not in this checkout | | | |")
     else:
-        ds = DiffWaveSaShiMi(DiffWaveSaShiMiConfig.preset("vocoder", L=L)).eval()
+        ds = DiffWaveSaShiMi(DiffWaveSaShiMiConfig.preset("vocoder", segment_length=L)).eval()
         t_ds = timed(step_fn(ds, 1, L, frames, "ours"), args.repeats)
         rows.append(
             f"| DiffWaveSaShiMi `vocoder` | {n_params(ds):,} | {t_ds:.3f} | {t_ds / args.seconds:.3f} | "
@@ -133,7 +144,9 @@ def train_rate(model, batch: int, length: int, repeats: int) -> float:
 def paper_models(L: int) -> list[tuple[str, torch.nn.Module]]:
     models = [("DiffWaveWaveNet `sc09` (baseline)", DiffWaveWaveNet(DiffWaveWaveNetConfig.preset("sc09")))]
     if DiffWaveSaShiMi is not None:
-        models.append(("DiffWaveSaShiMi `sc09`", DiffWaveSaShiMi(DiffWaveSaShiMiConfig.preset("sc09", L=L))))
+        models.append(
+            ("DiffWaveSaShiMi `sc09`", DiffWaveSaShiMi(DiffWaveSaShiMiConfig.preset("sc09", segment_length=L)))
+        )
     return models
 
 

@@ -19,7 +19,8 @@ philsyn/DiffWave-unconditional), in plain PyTorch, with the interface of ``DiffW
 its effective initialisation is PyTorch's default (the official code's kaiming init is overwritten by weight
 norm). Each vocoder layer owns its mel upsampler: per stride ``s`` a weight-normed
 ``ConvTranspose2d(1, 1, (3, 2s), stride (1, s), padding (1, s // 2))`` and leaky ReLU 0.4 (frames * s per stage).
-The residual and skip 1x1 convolutions of a layer run as one convolution of their concatenated weights.
+The residual and skip 1x1 convolutions of a layer run as one convolution of their concatenated weights. The step
+embedding and the mel upsampler are the layers DiffWaveSaShiMi uses (:mod:`sashimi.layers.embeddings`).
 
 Parameter counts (the official ones): SC09 ``preset("sc09")`` (36 layers, 256 channels, cycle 12) 24,071,681;
 ``preset("sc09-small")`` (30 layers, 128 channels, skip 256, cycle 10) 6,827,393; the README's LJSpeech vocoder
@@ -36,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
+
+from sashimi.layers.embeddings import DiffusionStepEmbedding, MelUpsampler
 
 __all__ = ["DiffWaveWaveNet", "DiffWaveWaveNetConfig"]
 
@@ -137,34 +140,9 @@ class DiffWaveWaveNetConfig:
         return cls(**{**presets[name], **overrides})
 
 
-def step_sinusoid(t: Tensor, dim: int) -> Tensor:
-    """Sinusoidal embedding (B, dim) of diffusion steps ``t`` (B,): ``[sin(t f_j), cos(t f_j)]``,
-    ``f_j = exp(-j ln(10000) / (dim/2 - 1))`` (the official DiffWave + SaShiMi convention)."""
-    half = dim // 2
-    freqs = torch.exp(torch.arange(half, device=t.device, dtype=torch.float64) * (-math.log(10000.0) / (half - 1)))
-    arg = t.to(torch.float64)[:, None] * freqs[None, :]  # (B, half)
-    return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)
-
-
 def _conv_wn(c_in: int, c_out: int, kernel_size: int = 1, dilation: int = 1) -> nn.Module:
     pad = dilation * (kernel_size - 1) // 2
     return weight_norm(nn.Conv1d(c_in, c_out, kernel_size, dilation=dilation, padding=pad))
-
-
-class _MelUpsampler(nn.Module):
-    """(B, n_mels, F) -> (B, n_mels, F * prod(strides)): weight-normed transposed 2-D convs + leaky ReLU 0.4."""
-
-    def __init__(self, strides: tuple[int, ...]) -> None:
-        super().__init__()
-        self.convs = nn.ModuleList(
-            weight_norm(nn.ConvTranspose2d(1, 1, (3, 2 * s), stride=(1, s), padding=(1, s // 2))) for s in strides
-        )
-
-    def forward(self, mel: Tensor) -> Tensor:
-        x = mel.unsqueeze(1)  # (B, 1, n_mels, F)
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.4)
-        return x.squeeze(1)  # (B, n_mels, F * hop)
 
 
 class _ResidualLayer(nn.Module):
@@ -175,7 +153,7 @@ class _ResidualLayer(nn.Module):
         self.fc_t = nn.Linear(cfg.step_embed_dims[2], C)
         self.dilated_conv = _conv_wn(C, 2 * C, cfg.kernel_size, dilation)
         if cfg.mel_upsample is not None:
-            self.upsample = _MelUpsampler(cfg.mel_upsample)
+            self.upsample = MelUpsampler(cfg.mel_upsample)
             self.mel_conv = _conv_wn(cfg.n_mels, 2 * C)
         self.res_conv = _conv_wn(C, C)
         self.skip_conv = _conv_wn(C, S)
@@ -205,10 +183,8 @@ class DiffWaveWaveNet(nn.Module):
             raise TypeError(f"config must be a DiffWaveWaveNetConfig, got {type(config).__name__}")
         self.config = config
         C, S = config.residual_channels, config.skip_channels
-        d_in, d_mid, d_out = config.step_embed_dims
         self.init_conv = _conv_wn(1, C)
-        self.fc_t1 = nn.Linear(d_in, d_mid)
-        self.fc_t2 = nn.Linear(d_mid, d_out)
+        self.embed = DiffusionStepEmbedding(*config.step_embed_dims)
         self.layers = nn.ModuleList(_ResidualLayer(config, d) for d in config.dilations)
         self.final_conv = _conv_wn(S, S)
         self.zero_conv = nn.Conv1d(S, 1, 1)
@@ -261,8 +237,7 @@ class DiffWaveWaveNet(nn.Module):
         audio, t = self._check_inputs(x, t, mel)
         if mel is not None and mel.shape[0] != audio.shape[0]:
             mel = mel.expand(audio.shape[0], -1, -1)
-        emb = step_sinusoid(t, self.config.step_embed_dims[0]).to(audio.dtype)  # (B, 128)
-        e = F.silu(self.fc_t2(F.silu(self.fc_t1(emb))))  # (B, 512)
+        e = self.embed(t)  # (B, 512)
         h = F.relu(self.init_conv(audio))  # (B, C, L)
         skip = None
         for layer in self.layers:

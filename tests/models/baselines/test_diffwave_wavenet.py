@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from sashimi.layers.embeddings import MelUpsampler, sinusoidal_step_embedding
 from sashimi.models.baselines import DiffWaveWaveNet, DiffWaveWaveNetConfig
-from sashimi.models.baselines.diffwave_wavenet import _conv_wn, _MelUpsampler, step_sinusoid
+from sashimi.models.baselines.diffwave_wavenet import _conv_wn
 
 
 def n_params(model: nn.Module) -> int:
@@ -40,13 +41,14 @@ def test_fresh_model_outputs_zero():
 def test_step_embedding_equals_official(load_case):
     g, _ = load_case("diffwave/cond_v")
     t = g["golden.input.diffusion_steps"][:, 0]
-    torch.testing.assert_close(step_sinusoid(t, 128), g["golden.diffusion_step_embed_sinusoidal"], rtol=0, atol=1e-12)
+    sinusoid = sinusoidal_step_embedding(t.double(), 128)
+    torch.testing.assert_close(sinusoid, g["golden.diffusion_step_embed_sinusoidal"], rtol=0, atol=1e-12)
     model = DiffWaveWaveNet(DiffWaveWaveNetConfig(residual_channels=8, skip_channels=8, n_layers=1)).double()
     with torch.no_grad():
-        for name in ("fc_t1", "fc_t2"):
-            getattr(model, name).weight.copy_(g[f"{name}.weight"])
-            getattr(model, name).bias.copy_(g[f"{name}.bias"])
-        e = nn.functional.silu(model.fc_t2(nn.functional.silu(model.fc_t1(step_sinusoid(t, 128)))))
+        for name in ("fc1", "fc2"):
+            getattr(model.embed, name).weight.copy_(g[f"fc_t{name[-1]}.weight"])
+            getattr(model.embed, name).bias.copy_(g[f"fc_t{name[-1]}.bias"])
+        e = model.embed(t)
     torch.testing.assert_close(e, g["golden.diffusion_step_embed_mlp"], rtol=1e-12, atol=1e-12)
 
 
@@ -54,7 +56,7 @@ def test_mel_upsampler_and_projection_equal_official(load_case):
     """The per-layer mel path is the official one (DiffWave + SaShiMi shares it): the first block of ``cond_v``."""
     g, meta = load_case("diffwave/cond_v")
     strides = tuple(meta["config"]["mel_upsample"])
-    up, proj = _MelUpsampler(strides).double(), _conv_wn(80, 16).double()
+    up, proj = MelUpsampler(strides).double(), _conv_wn(80, 16).double()
     prefix = "d_layers.0."
     state = {}
     for i in range(len(strides)):
@@ -91,7 +93,7 @@ def test_matches_a_direct_transcription_of_the_official_forward():
         half = 64
         freqs = torch.tensor([10 ** (-4 * j / 63) for j in range(half)], dtype=torch.float64)
         emb = torch.cat([torch.sin(t[:, None] * freqs), torch.cos(t[:, None] * freqs)], 1)
-        e = f.silu(model.fc_t2(f.silu(model.fc_t1(emb))))
+        e = f.silu(model.embed.fc2(f.silu(model.embed.fc1(emb))))
         h = f.relu(model.init_conv(x))
         skip = 0
         for n, layer in enumerate(model.layers):
