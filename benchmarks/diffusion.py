@@ -6,7 +6,8 @@ Three tables, every ratio against a baseline measured in the same run:
    float32), against lmnt's ``diffwave`` 0.1.7 vocoder model (2.62M parameters; ``pip install --no-deps
    diffwave==0.1.7``, only ``diffwave.model`` is imported). Rows: lmnt (baseline), our ``DiffWaveWaveNet``
    (the official DiffWave + SaShiMi vocoder WaveNet, ``preset("ljspeech")``) and ``DiffWaveSaShiMi``
-   (``preset("vocoder")``, S4 kernels cached across steps as ``generate`` does) when this checkout has it. lmnt's model needs ``frames * 256`` samples: it runs on
+   (``preset("vocoder")``) when this checkout has it, each timed as its sampler runs a step (for
+   DiffWaveSaShiMi: S4 kernels and mel conditioning computed once per sampling run, as ``generate`` does). lmnt's model needs ``frames * 256`` samples: it runs on
    the next multiple of 256 and its time is scaled to the same audio length.
 2. *Paper sizes*: ``DiffWaveSaShiMi`` (SC09, 23.0M) vs ``DiffWaveWaveNet`` (SC09, 24.1M; the baseline): time per
    denoising step at batch 1 and training samples/s (forward + backward of the denoising loss, batch
@@ -76,24 +77,24 @@ def timed(fn, repeats: int) -> float:
 
 
 def step_fn(model, batch: int, length: int, mel_frames: int | None, kind: str):
-    """A no-grad closure running one denoising step of ``model`` at (batch, length).
+    """A no-grad closure running one denoising step of ``model`` at (batch, length), as its sampler runs it.
 
-    For DiffWaveSaShiMi the S4 kernels are cached across calls (the warm-up call computes them), as
-    ``generate`` does for all the steps of one sampling run; the mel conditioning is recomputed every call.
+    lmnt's ``predict`` and the official WaveNet sampler call the whole network at every step (mel upsampling
+    included). ``DiffWaveSaShiMi.generate`` computes the S4 kernels and every block's mel conditioning once per
+    sampling run: here the kernels are cached by the warm-up call and the mel terms computed before timing
+    (``mel_terms``, then the network body ``_forward``, the two halves of its ``forward``).
     """
     x = torch.randn(batch, length)
     t = torch.full((batch,), 10)
     mel = None if mel_frames is None else torch.randn(batch, 80, mel_frames)
+    if kind == "lmnt":
+        return torch.no_grad()(lambda: model(x, mel, t))
     if DiffWaveSaShiMi is not None and isinstance(model, DiffWaveSaShiMi):
         _KERNEL_CACHES.enter_context(cached_kernels(model))  # open until the process ends
-
-    @torch.no_grad()
-    def run():
-        if kind == "lmnt":
-            return model(x, mel, t)
-        return model(x, t, mel)
-
-    return run
+        with torch.no_grad():
+            terms = None if mel is None else model.mel_terms(model.check_mel(mel, length, batch), length)
+        return torch.no_grad()(lambda: model._forward(x, t, terms))
+    return torch.no_grad()(lambda: model(x, t, mel))
 
 
 def vocoder_table(args) -> list[str]:
