@@ -31,14 +31,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from sashimi.generation.diffusion import sample
 from sashimi.layers.embeddings import DiffusionStepEmbedding, MelUpsampler
+from sashimi.losses.denoising import denoising_loss
+from sashimi.schedulers.noise import DDPMScheduler
 
 __all__ = ["DiffWaveWaveNet", "DiffWaveWaveNetConfig"]
 
@@ -60,7 +63,9 @@ class DiffWaveWaveNetConfig:
         step_embed_dims: (sinusoid, hidden, output) widths of the diffusion-step embedding (128, 512, 512).
         n_mels: mel bands of the conditioning input (vocoder only).
         mel_upsample: strides of the mel upsampler (their product is the hop length); None: unconditional.
-        sample_rate: Hz (metadata).
+        segment_length: training length in samples; the default length of :meth:`DiffWaveWaveNet.generate`.
+        num_train_steps, beta_start, beta_end: the linear beta schedule of the diffusion process.
+        sample_rate: Hz.
         config_version: format version of this config.
     """
 
@@ -74,12 +79,16 @@ class DiffWaveWaveNetConfig:
     step_embed_dims: tuple[int, int, int] = (128, 512, 512)
     n_mels: int = 80
     mel_upsample: tuple[int, ...] | None = None
+    segment_length: int = 16000
+    num_train_steps: int = 200
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
     sample_rate: int = 16000
     config_version: int = 1
 
     def __post_init__(self) -> None:
         for name in ("residual_channels", "skip_channels", "n_layers", "dilation_cycle", "kernel_size", "n_mels",
-                     "sample_rate"):  # fmt: skip
+                     "segment_length", "num_train_steps", "sample_rate"):  # fmt: skip
             v = getattr(self, name)
             if not _is_int(v) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -96,6 +105,12 @@ class DiffWaveWaveNetConfig:
             if not ups or not all(_is_int(s) and s >= 2 and s % 2 == 0 for s in ups):
                 raise ValueError(f"mel_upsample must be None or a list of even strides >= 2, got {self.mel_upsample!r}")
             self.mel_upsample = ups
+        for name in ("beta_start", "beta_end"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TypeError(f"{name} must be a float, got {v!r}")
+        if not 0 < self.beta_start <= self.beta_end < 1:
+            raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {self.beta_start}, {self.beta_end}")
         if self.config_version != 1:
             raise ValueError(f"config_version must be 1, got {self.config_version!r}")
 
@@ -129,11 +144,19 @@ class DiffWaveWaveNetConfig:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> DiffWaveWaveNetConfig:
         """Named configs of the official code: ``"sc09"`` (24,071,681 parameters), ``"sc09-small"``
-        (6,827,393) and ``"ljspeech"`` (the README's 64-channel vocoder, mel hop 256, 22,050 Hz: 3,098,129)."""
+        (6,827,393), both T=200 with betas 1e-4 -> 0.02, and ``"ljspeech"`` (the README's 64-channel vocoder, mel
+        hop 256, 22,050 Hz, T=50 with betas 1e-4 -> 0.05: 3,098,129)."""
         presets: dict[str, dict[str, Any]] = {
             "sc09": {},
             "sc09-small": {"residual_channels": 128, "skip_channels": 256, "n_layers": 30, "dilation_cycle": 10},
-            "ljspeech": {"residual_channels": 64, "skip_channels": 64, "mel_upsample": (16, 16), "sample_rate": 22050},
+            "ljspeech": {
+                "residual_channels": 64,
+                "skip_channels": 64,
+                "mel_upsample": (16, 16),
+                "num_train_steps": 50,
+                "beta_end": 0.05,
+                "sample_rate": 22050,
+            },
         }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
@@ -158,12 +181,16 @@ class _ResidualLayer(nn.Module):
         self.res_conv = _conv_wn(C, C)
         self.skip_conv = _conv_wn(C, S)
 
-    def forward(self, x: Tensor, e: Tensor, mel: Tensor | None) -> tuple[Tensor, Tensor]:
-        """x (B, C, L), e (B, E), mel (B, n_mels, F) or None -> (residual output (B, C, L), skip (B, S, L))."""
+    def mel_term(self, mel: Tensor, L: int) -> Tensor:
+        """This layer's mel conditioning (B, 2C, L) of a spectrogram (B, n_mels, F), F * hop >= L."""
+        return self.mel_conv(self.upsample(mel))[..., :L]
+
+    def forward(self, x: Tensor, e: Tensor, mel_term: Tensor | None) -> tuple[Tensor, Tensor]:
+        """x (B, C, L), e (B, E), mel_term (B, 2C, L) or None -> (residual output (B, C, L), skip (B, S, L))."""
         h = x + self.fc_t(e)[:, :, None]
         h = self.dilated_conv(h)  # (B, 2C, L)
-        if mel is not None:
-            h = h + self.mel_conv(self.upsample(mel))[..., : x.shape[-1]]
+        if mel_term is not None:
+            h = h + mel_term
         out = torch.tanh(h[:, : self.channels]) * torch.sigmoid(h[:, self.channels :])  # (B, C, L)
         weight = torch.cat([self.res_conv.weight, self.skip_conv.weight])  # (C + S, C, 1)
         bias = torch.cat([self.res_conv.bias, self.skip_conv.bias])
@@ -213,6 +240,9 @@ class DiffWaveWaveNet(nn.Module):
         t = t.reshape(-1) if t.ndim else t.expand(B)
         if t.shape != (B,):
             raise ValueError(f"t must have shape ({B},) (one diffusion step per example), got {tuple(t.shape)}")
+        T = self.config.num_train_steps
+        if t.numel() and (bool((t < 0).any()) or bool((t >= T).any())):
+            raise ValueError(f"t must lie in [0, {T}), got values in [{t.min().item()}, {t.max().item()}]")
         if self.config.unconditional:
             if mel is not None:
                 raise ValueError("this model is unconditional: mel must be None")
@@ -232,17 +262,91 @@ class DiffWaveWaveNet(nn.Module):
                 )
         return x.reshape(B, 1, L), t
 
+    def mel_terms(self, mel: Tensor, L: int) -> list[Tensor]:
+        """Every layer's mel conditioning (B, 2C, L), in layer order (constant while sampling, so
+        :meth:`generate` computes them once)."""
+        return [layer.mel_term(mel, L) for layer in self.layers]
+
     def forward(self, x: Tensor, t: Tensor | float, mel: Tensor | None = None) -> Tensor:
         """x (B, L) or (B, 1, L), t (B,) integer or fractional steps, mel (B, n_mels, frames) -> eps (shape of x)."""
         audio, t = self._check_inputs(x, t, mel)
-        if mel is not None and mel.shape[0] != audio.shape[0]:
-            mel = mel.expand(audio.shape[0], -1, -1)
+        terms = None
+        if mel is not None:
+            terms = self.mel_terms(mel.expand(audio.shape[0], -1, -1), audio.shape[-1])
+        return self._forward(audio, t, terms).reshape(x.shape)
+
+    def _forward(self, audio: Tensor, t: Tensor, mel_terms: list[Tensor] | None) -> Tensor:
+        """audio (B, 1, L), t (B,), per-layer mel terms or None -> eps (B, 1, L); no input checks."""
         e = self.embed(t)  # (B, 512)
         h = F.relu(self.init_conv(audio))  # (B, C, L)
         skip = None
-        for layer in self.layers:
-            h, s = layer(h, e, mel)
+        for n, layer in enumerate(self.layers):
+            h, s = layer(h, e, None if mel_terms is None else mel_terms[n])
             skip = s if skip is None else skip + s
         skip = skip * math.sqrt(1.0 / self.config.n_layers)  # (B, S, L)
-        eps = self.zero_conv(F.relu(self.final_conv(skip)))  # (B, 1, L)
-        return eps.reshape(x.shape)
+        return self.zero_conv(F.relu(self.final_conv(skip)))  # (B, 1, L)
+
+    # ---- diffusion ------------------------------------------------------------------------------------
+    def scheduler(self) -> DDPMScheduler:
+        """The training noise schedule of this model (linear betas from the config)."""
+        c = self.config
+        return DDPMScheduler(c.num_train_steps, c.beta_start, c.beta_end)
+
+    def training_loss(
+        self,
+        x0: Tensor,
+        mel: Tensor | None = None,
+        loss: Literal["mse", "l1"] = "mse",
+        generator: torch.Generator | None = None,
+        *,
+        t: Tensor | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
+        """The denoising loss of clean audio ``x0`` (B, L) (see :func:`sashimi.losses.denoising.denoising_loss`)."""
+        return denoising_loss(self, x0, self.scheduler(), mel, loss, generator, t=t, noise=noise)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        batch_size: int = 1,
+        num_samples: int | None = None,
+        mel: Tensor | None = None,
+        steps: Literal["full", "fast"] | int = "full",
+        sampler: Literal["ddpm", "ddim"] = "ddpm",
+        generator: torch.Generator | None = None,
+        progress: bool = True,
+        *,
+        eta: float = 0.0,
+        clip: bool = False,
+        noises: Tensor | list[Tensor] | None = None,
+    ) -> Tensor:
+        """Sample waveforms (B, L) by reverse diffusion (see :func:`sashimi.generation.diffusion.sample`).
+
+        ``num_samples`` defaults to ``segment_length`` (a vocoder: ``frames * hop`` of ``mel``); a vocoder takes
+        its batch from ``mel`` when ``batch_size`` is 1. Every layer's mel conditioning is computed once per call.
+        """
+        c = self.config
+        if not _is_int(batch_size) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if not c.unconditional and isinstance(mel, Tensor) and mel.ndim == 3:
+            num_samples = mel.shape[-1] * c.hop_length if num_samples is None else num_samples
+            batch_size = mel.shape[0] if batch_size == 1 else batch_size
+        L = c.segment_length if num_samples is None else num_samples
+        if not _is_int(L) or L < 1:
+            raise ValueError(f"num_samples must be a positive int, got {L!r}")
+        ref = self.zero_conv.weight
+        self._check_inputs(torch.zeros(batch_size, L, dtype=ref.dtype, device=ref.device), 0, mel)
+        terms = None if mel is None else self.mel_terms(mel.expand(batch_size, -1, -1), L)
+
+        def denoise(x: Tensor, t: Tensor) -> Tensor:
+            return self._forward(x.unsqueeze(1), t, terms).squeeze(1)  # (B, L)
+
+        was_training = self.training
+        self.eval()
+        try:
+            return sample(
+                denoise, self.scheduler(), (batch_size, L), steps, sampler, eta, clip, generator, progress,
+                c.sample_rate, noises, dtype=ref.dtype, device=ref.device,
+            )  # fmt: skip
+        finally:
+            self.train(was_training)

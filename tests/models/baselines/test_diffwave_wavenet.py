@@ -9,7 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from sashimi.generation.diffusion import sample
 from sashimi.layers.embeddings import MelUpsampler, sinusoidal_step_embedding
+from sashimi.losses.denoising import denoising_loss
 from sashimi.models.baselines import DiffWaveWaveNet, DiffWaveWaveNetConfig
 from sashimi.models.baselines.diffwave_wavenet import _conv_wn
 
@@ -123,13 +125,44 @@ def test_receptive_field_is_the_sum_of_dilations_on_each_side():
 def test_interface_shapes_and_steps():
     model = tiny()
     x = torch.randn(3, 64, dtype=torch.float64)
-    t = torch.tensor([0, 5, 199])
+    t = torch.tensor([0, 5, 198])
     y = model(x, t)
     assert y.shape == (3, 64) and y.abs().sum() > 0
     torch.testing.assert_close(model(x[:, None], t), y[:, None], rtol=0, atol=0)
     torch.testing.assert_close(model(x, t.double()), y, rtol=0, atol=0)  # fractional-capable float steps
     torch.testing.assert_close(model(x[:1], 5), model(x[:1], torch.tensor([5])), rtol=0, atol=0)
     assert not torch.allclose(model(x, t + 1), y)
+
+
+def test_generate_is_the_shared_sampler_with_mel_computed_once():
+    voc = tiny(mel_upsample=(2, 2), n_mels=5, num_train_steps=50, beta_end=0.05, segment_length=32)
+    mel = torch.randn(2, 5, 8, dtype=torch.float64)
+    calls = []
+    for layer in voc.layers:
+        layer.upsample.register_forward_hook(lambda *args: calls.append(1))
+    got = voc.generate(mel=mel, steps="fast", generator=torch.Generator().manual_seed(0), progress=False)
+    assert got.shape == (2, 32) and torch.isfinite(got).all()
+    assert len(calls) == voc.config.n_layers  # once per layer per call, not once per step
+    want = sample(
+        lambda x, t: voc(x, t, mel), voc.scheduler(), (2, 32), "fast",
+        generator=torch.Generator().manual_seed(0), dtype=torch.float64, progress=False,
+    )  # fmt: skip
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    again = voc.generate(mel=mel, steps="fast", generator=torch.Generator().manual_seed(0), progress=False)
+    torch.testing.assert_close(again, got, rtol=0, atol=0)
+    uncond = tiny(num_train_steps=20, segment_length=24)
+    out = uncond.generate(3, steps=5, sampler="ddim", clip=True, progress=False)
+    assert out.shape == (3, 24) and out.abs().max() <= 1 and uncond.training
+
+
+def test_training_loss_is_the_denoising_loss():
+    model = tiny()
+    x0 = torch.randn(2, 40, dtype=torch.float64)
+    a = model.training_loss(x0, generator=torch.Generator().manual_seed(5), loss="l1")
+    b = denoising_loss(model, x0, model.scheduler(), loss="l1", generator=torch.Generator().manual_seed(5))
+    assert a == b and a.requires_grad
+    assert model.scheduler().num_train_steps == 200
+    assert DiffWaveWaveNet(DiffWaveWaveNetConfig.preset("ljspeech")).scheduler().betas[-1] == 0.05
 
 
 def test_config_round_trip_and_validation():
@@ -144,6 +177,8 @@ def test_config_round_trip_and_validation():
         DiffWaveWaveNetConfig(n_layers=0)
     with pytest.raises(ValueError, match="mel_upsample must be None or a list of even strides"):
         DiffWaveWaveNetConfig(mel_upsample=(3,))
+    with pytest.raises(ValueError, match="need 0 < beta_start <= beta_end < 1"):
+        DiffWaveWaveNetConfig(beta_end=1.0)
     with pytest.raises(ValueError, match="unknown preset"):
         DiffWaveWaveNetConfig.preset("sc10")
 
@@ -159,6 +194,10 @@ def test_bad_input():
         model(torch.zeros(2, 2, 16), t)
     with pytest.raises(ValueError, match=r"t must have shape \(2,\)"):
         model(x, torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 200\)"):
+        model(x, torch.tensor([0, 200]))
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 200\)"):
+        model(x, torch.tensor([-0.5, 3.0]))
     with pytest.raises(ValueError, match="unconditional: mel must be None"):
         model(x, t, torch.zeros(2, 80, 4))
     with pytest.raises(ValueError, match="needs mel"):
