@@ -6,9 +6,9 @@ Three tables, every ratio against a baseline measured in the same run:
    float32), against lmnt's ``diffwave`` 0.1.7 vocoder model (2.62M parameters; ``pip install --no-deps
    diffwave==0.1.7``, only ``diffwave.model`` is imported). Rows: lmnt (baseline), our ``DiffWaveWaveNet``
    (the official DiffWave + SaShiMi vocoder WaveNet, ``preset("ljspeech")``) and ``DiffWaveSaShiMi``
-   (``preset("vocoder")``) when this checkout has it, each timed as its sampler runs a step (for
-   DiffWaveSaShiMi: S4 kernels and mel conditioning computed once per sampling run, as ``generate`` does). lmnt's model needs ``frames * 256`` samples: it runs on
-   the next multiple of 256 and its time is scaled to the same audio length.
+   (``preset("vocoder")``) when this checkout has it. lmnt's model needs ``frames * 256`` samples: it runs on
+   the next multiple of 256 and its time is scaled to the same audio length. Each model is timed as its sampler
+   runs a step: lmnt's recomputes the mel upsampling at every step, our ``generate`` methods once per run.
 2. *Paper sizes*: ``DiffWaveSaShiMi`` (SC09, 23.0M) vs ``DiffWaveWaveNet`` (SC09, 24.1M; the baseline): time per
    denoising step at batch 1 and training samples/s (forward + backward of the denoising loss, batch
    ``--train-batch``).
@@ -79,10 +79,10 @@ def timed(fn, repeats: int) -> float:
 def step_fn(model, batch: int, length: int, mel_frames: int | None, kind: str):
     """A no-grad closure running one denoising step of ``model`` at (batch, length), as its sampler runs it.
 
-    lmnt's ``predict`` and the official WaveNet sampler call the whole network at every step (mel upsampling
-    included). ``DiffWaveSaShiMi.generate`` computes the S4 kernels and every block's mel conditioning once per
-    sampling run: here the kernels are cached by the warm-up call and the mel terms computed before timing
-    (``mel_terms``, then the network body ``_forward``, the two halves of its ``forward``).
+    lmnt's ``predict`` calls the whole network at every step (mel upsampling included). Our ``generate``
+    methods compute every block's mel conditioning once per sampling run (and DiffWaveSaShiMi its S4 kernels):
+    here the kernels are cached by the warm-up call and the mel terms computed before timing (``mel_terms``,
+    then the network body ``_forward``: the two halves of each model's ``forward``).
     """
     x = torch.randn(batch, length)
     t = torch.full((batch,), 10)
@@ -94,7 +94,9 @@ def step_fn(model, batch: int, length: int, mel_frames: int | None, kind: str):
         with torch.no_grad():
             terms = None if mel is None else model.mel_terms(model.check_mel(mel, length, batch), length)
         return torch.no_grad()(lambda: model._forward(x, t, terms))
-    return torch.no_grad()(lambda: model(x, t, mel))
+    with torch.no_grad():
+        terms = None if mel is None else model.mel_terms(mel, length)
+    return torch.no_grad()(lambda: model._forward(x[:, None], t, terms))
 
 
 def vocoder_table(args) -> list[str]:
