@@ -8,7 +8,7 @@ from sashimi.layers.s4_paper import PaperS4Block, PaperS4Kernel
 from sashimi.layers.s4block import S4Block, S4State
 from sashimi.layers.s4kernel import S4Kernel, StepConstants, hippo_legs_dplr
 
-__all__ = ["S4Kernel", "S4Block", "S4State", "StepConstants", "hippo_legs_dplr"]
-__all__ += ["DownPool", "UpPool", "PoolState", "FFBlock", "ResidualBlock", "ScalarChannelNorm"]
-__all__ += ["DiffusionStepEmbedding", "MelUpsampler", "sinusoidal_step_embedding", "cached_kernels"]
+__all__ = ["S4Block", "S4Kernel", "S4State", "StepConstants", "hippo_legs_dplr"]
+__all__ += ["DownPool", "FFBlock", "PoolState", "ResidualBlock", "ScalarChannelNorm", "UpPool"]
+__all__ += ["DiffusionStepEmbedding", "MelUpsampler", "cached_kernels", "sinusoidal_step_embedding"]
 __all__ += ["PaperS4Block", "PaperS4Kernel"]
