@@ -30,7 +30,7 @@ Parameter counts (the official ones): SC09 ``preset("sc09")`` (36 layers, 256 ch
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -41,6 +41,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from sashimi.generation.diffusion import sample
 from sashimi.layers.embeddings import DiffusionStepEmbedding, MelUpsampler
 from sashimi.losses.denoising import denoising_loss
+from sashimi.models.base import ModelConfig, PretrainedModel, register_model
 from sashimi.schedulers.noise import DDPMScheduler
 
 __all__ = ["DiffWaveWaveNet", "DiffWaveWaveNetConfig"]
@@ -51,7 +52,7 @@ def _is_int(v: object) -> bool:
 
 
 @dataclass
-class DiffWaveWaveNetConfig:
+class DiffWaveWaveNetConfig(ModelConfig):
     """Hyperparameters of :class:`DiffWaveWaveNet` (defaults: the paper's SC09 model, 24.1M parameters).
 
     Attributes:
@@ -127,20 +128,6 @@ class DiffWaveWaveNetConfig:
     def dilations(self) -> list[int]:
         return [2 ** (n % self.dilation_cycle) for n in range(self.n_layers)]
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["step_embed_dims"] = list(self.step_embed_dims)
-        d["mel_upsample"] = None if self.mel_upsample is None else list(self.mel_upsample)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DiffWaveWaveNetConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown DiffWaveWaveNetConfig field(s): {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
-
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> DiffWaveWaveNetConfig:
         """Named configs of the official code: ``"sc09"`` (24,071,681 parameters), ``"sc09-small"``
@@ -198,16 +185,16 @@ class _ResidualLayer(nn.Module):
         return (x + rs[:, : self.channels]) * math.sqrt(0.5), rs[:, self.channels :]
 
 
-class DiffWaveWaveNet(nn.Module):
+@register_model
+class DiffWaveWaveNet(PretrainedModel, nn.Module):
     """The official DiffWave WaveNet noise predictor: ``model(x, t, mel=None) -> eps`` of the shape of ``x``."""
+
+    config_class = DiffWaveWaveNetConfig
+    card_tags = ("audio", "raw-waveform", "diffusion", "diffwave", "wavenet", "sashimi-audio")
 
     def __init__(self, config: DiffWaveWaveNetConfig | dict | None = None) -> None:
         super().__init__()
-        config = DiffWaveWaveNetConfig() if config is None else config
-        if isinstance(config, dict):
-            config = DiffWaveWaveNetConfig.from_dict(config)
-        if not isinstance(config, DiffWaveWaveNetConfig):
-            raise TypeError(f"config must be a DiffWaveWaveNetConfig, got {type(config).__name__}")
+        config = self._coerce_config(config)
         self.config = config
         C, S = config.residual_channels, config.skip_channels
         self.init_conv = _conv_wn(1, C)
@@ -224,7 +211,9 @@ class DiffWaveWaveNet(nn.Module):
         return (
             f"DiffWave WaveNet noise predictor ({kind}): {cfg.n_layers} layers, {cfg.residual_channels} residual "
             f"/ {cfg.skip_channels} skip channels, dilation cycle {cfg.dilation_cycle}; "
-            f"{sum(p.numel() for p in self.parameters()):,} parameters."
+            f"{self.num_parameters():,} parameters; T={cfg.num_train_steps} diffusion steps "
+            f"(betas {cfg.beta_start} -> {cfg.beta_end}), {cfg.sample_rate} Hz. The baseline of the SaShiMi paper's "
+            "diffusion experiments (Goel et al., 2022), built as the official DiffWave + SaShiMi code builds it."
         )
 
     def _check_inputs(self, x: Tensor, t: Tensor | float, mel: Tensor | None) -> tuple[Tensor, Tensor]:

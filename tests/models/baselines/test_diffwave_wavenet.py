@@ -12,6 +12,7 @@ from torch import nn
 from sashimi.generation.diffusion import sample
 from sashimi.layers.embeddings import MelUpsampler, sinusoidal_step_embedding
 from sashimi.losses.denoising import denoising_loss
+from sashimi.models import load_model
 from sashimi.models.baselines import DiffWaveWaveNet, DiffWaveWaveNetConfig
 from sashimi.models.baselines.diffwave_wavenet import _conv_wn
 
@@ -165,10 +166,21 @@ def test_training_loss_is_the_denoising_loss():
     assert DiffWaveWaveNet(DiffWaveWaveNetConfig.preset("ljspeech")).scheduler().betas[-1] == 0.05
 
 
+def test_save_and_load_through_the_registry(tmp_path):
+    model = tiny(mel_upsample=(2, 2), n_mels=5)
+    model.save_pretrained(tmp_path / "voc")
+    loaded = load_model(tmp_path / "voc")
+    assert type(loaded) is DiffWaveWaveNet and loaded.config == model.config
+    x, mel = torch.randn(2, 32, dtype=torch.float64), torch.randn(2, 5, 8, dtype=torch.float64)
+    torch.testing.assert_close(loaded(x, torch.tensor([3, 9]), mel), model(x, torch.tensor([3, 9]), mel))
+    assert "DiffWave WaveNet" in (tmp_path / "voc" / "README.md").read_text()
+
+
 def test_config_round_trip_and_validation():
     cfg = DiffWaveWaveNetConfig.preset("ljspeech")
     assert DiffWaveWaveNetConfig.from_dict(cfg.to_dict()) == cfg and cfg.hop_length == 256
     assert DiffWaveWaveNetConfig.from_dict(DiffWaveWaveNetConfig().to_dict()).unconditional
+    assert cfg.to_dict()["model_type"] == "diffwave-wavenet" and cfg.to_dict()["mel_upsample"] == [16, 16]
     with pytest.raises(ValueError, match="unknown DiffWaveWaveNetConfig field"):
         DiffWaveWaveNetConfig.from_dict({"channels": 3})
     with pytest.raises(ValueError, match="kernel_size must be odd"):
