@@ -51,6 +51,8 @@ def test_pkl_to_folder_round_trip(case, tmp_path, name):
     assert saved["model_type"] == "diffwave-sashimi"
     assert saved["s4_layout"] == ("paper" if name.startswith("ckpt") else "master")
     assert saved["mel_alignment"] == "truncated"
+    card = (folder / "README.md").read_text()
+    assert "DiffWave + SaShiMi diffusion model (unconditional, 16000 Hz)" in card
     model = sashimi.load_model(folder)  # the registry picks the class from config.json
     assert isinstance(model, DiffWaveSaShiMi)
     with torch.no_grad():
