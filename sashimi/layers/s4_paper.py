@@ -84,13 +84,16 @@ class PaperS4Kernel(nn.Module):
         self.register_buffer("nodes", torch.view_as_real(nodes).to(dtype))
         self.register_buffer("z", torch.view_as_real(z).to(dtype))
         self.C = nn.Parameter(torch.view_as_real(Cq).to(dtype).contiguous())
+        #: None, or a dict in which no-grad kernels are kept (set by :func:`sashimi.layers.cached_kernels`;
+        #: the parameters must not change while it is set)
+        self.kernel_cache: dict | None = None
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, l_max={self.l_max}, d_state={self.d_state}"
 
     def forward(self) -> torch.Tensor:
         """The kernel (H, l_max), float32 (the official cast), computed in the buffers' precision."""
-        cache = self.__dict__.get("_kernel_cache")
+        cache = self.kernel_cache
         if cache is not None and not torch.is_grad_enabled():
             key = (self.C.dtype, self.C.device)
             if key not in cache:
