@@ -8,3 +8,18 @@ from sashimi.schedulers.masking import least_probable_spans as least_probable_sp
 from sashimi.schedulers.masking import span_expected_rate as span_expected_rate
 from sashimi.schedulers.masking import span_mask as span_mask
 from sashimi.schedulers.masking import span_starts_lut as span_starts_lut
+from sashimi.schedulers.noise import LMNT_FAST_BETAS, DDPMScheduler, InferenceSchedule
+
+__all__ = [
+    "LMNT_FAST_BETAS",
+    "DDPMScheduler",
+    "DecodingStep",
+    "InferenceSchedule",
+    "cosine_mask_rate",
+    "decoding_schedule",
+    "decoding_steps",
+    "least_probable_spans",
+    "span_expected_rate",
+    "span_mask",
+    "span_starts_lut",
+]
