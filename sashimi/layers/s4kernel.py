@@ -319,7 +319,7 @@ class S4Kernel(nn.Module):
             :attr:`window` w set, taps beyond it are zero: forward kernels keep lags 0..w, backward
             kernels (applied one step shifted, at lags -1, -2, ...) their first w taps.
         """
-        key = (L, float(rate), self.window, backend)
+        key = (L, check_rate(rate), self.window, backend)  # validated before any cache lookup
         cache = None if torch.is_grad_enabled() else self.kernel_cache
         if cache is not None and key in cache:
             return cache[key]

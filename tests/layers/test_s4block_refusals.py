@@ -166,10 +166,16 @@ def re_escape(rate: float) -> str:
     return "nan" if math.isnan(rate) else ("inf" if rate == math.inf else str(rate))
 
 
-@pytest.mark.parametrize("rate", [True, torch.tensor(1.0), "1"])
+@pytest.mark.parametrize("rate", [True, torch.tensor(1.0), "1", "abc"])
 def test_rate_of_the_wrong_type_is_named(rate):
+    blk = _block()
     with pytest.raises(TypeError, match="rate must be a positive finite number"):
-        _block()(_x(2, 5, 4), rate=rate)
+        blk(_x(2, 5, 4), rate=rate)
+    blk.kernel.kernel_cache = {}  # frozen kernels: a cached rate-1 kernel must not answer for "1" or True
+    with torch.no_grad():
+        blk.kernel(5, 1.0)
+        with pytest.raises(TypeError, match="rate must be a positive finite number"):
+            blk.kernel(5, rate)
 
 
 def test_valid_rates_still_scale_dt():
