@@ -150,3 +150,30 @@ def test_evaluate_folders_bad_input(tmp_path):
                          with_ndb=False, progress=False)
     with pytest.raises(ValueError, match="protocol"):
         evaluate(model.classify, torch.zeros(30, 4000), torch.zeros(30, 4000), protocol="masked")
+
+
+def test_cli_evaluate_end_to_end(tmp_path, capsys):
+    """``sashimi evaluate`` with a saved classifier and an autoregressive model: the JSON and markdown
+    reports (NLL of the reference clips included); a classifier folder of another family is refused."""
+    from sashimi.cli import main
+    from sashimi.models import SaShiMiLM, SaShiMiLMConfig
+
+    pytest.importorskip("sklearn", reason="NDB needs scikit-learn (metrics extra)")
+    _write_tones(tmp_path / "samples", 80, seed=1)
+    _write_tones(tmp_path / "reference", 60, seed=2)
+    _tiny_classifier().save_pretrained(tmp_path / "clf")
+    torch.manual_seed(0)
+    SaShiMiLM(SaShiMiLMConfig(d_model=8, n_layers=1, pool=(4,), d_state=8)).save_pretrained(tmp_path / "lm")
+    args = ["evaluate", "--classifier", str(tmp_path / "clf"), "--samples", str(tmp_path / "samples"),
+            "--reference", str(tmp_path / "reference"), "--ndb-clusters", "5", "--quiet"]
+    assert main([*args, "--protocol", "autoregressive", "--model", str(tmp_path / "lm"),
+                 "--out", str(tmp_path / "out")]) == 0
+    saved = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    assert saved["protocol"] == "autoregressive" and np.isfinite(saved["nll_bits"]) and "selection" in saved
+    assert "NLL (bits/sample)" in (tmp_path / "out" / "evaluation.md").read_text()
+    with pytest.raises(SystemExit, match="not a classifier"):
+        main(["evaluate", "--classifier", str(tmp_path / "lm"), "--samples", str(tmp_path / "samples"),
+              "--reference", str(tmp_path / "reference")])
+    with pytest.raises(SystemExit, match="needs --model"):
+        main([*args, "--protocol", "autoregressive"])
+    capsys.readouterr()
