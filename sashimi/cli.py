@@ -163,7 +163,8 @@ def _generate_lm(model, args: argparse.Namespace):
     def sample():
         generator = torch.Generator().manual_seed(args.seed)
         out = model.generate(
-            args.batch_size, num_samples, prompt=prompt, temperature=args.temperature, top_p=args.top_p,
+            args.batch_size, num_samples, prompt=prompt, temperature=1.0 if args.temperature is None else
+            args.temperature, top_p=args.top_p,
             generator=generator, progress=not args.quiet, num_threads=args.threads, compile=args.compile,
         )
         order = list(range(args.batch_size))
@@ -174,14 +175,67 @@ def _generate_lm(model, args: argparse.Namespace):
     return sample
 
 
+def _parse_steps(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        steps = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise SystemExit(
+            f"error: --steps must be comma-separated positive ints (e.g. 20,10,10,10), got {text!r}"
+        ) from None
+    if not steps or min(steps) < 1:
+        raise SystemExit(f"error: --steps must be positive, got {text!r}")
+    return steps
+
+
+def _generate_masked(model, args: argparse.Namespace):
+    """``sashimi generate`` for masked-token models (``masked-sashimi``): iterative parallel decoding, with an
+    optional autoregressive rescorer (``--rescorer``) and an autoregressive prefix (``--ar-seconds``)."""
+    import torch
+
+    from sashimi.generation.hybrid import generate_hybrid
+
+    cfg = model.config
+    if cfg.quantization is None:
+        raise SystemExit("error: this masked model generates codec tokens, not audio: decode them in Python "
+                         "(MaskedSaShiMi.generate returns the tokens)")
+    steps = _parse_steps(args.steps) or ((20,) if cfg.n_codebooks == 1 else (20, 10, 10, 10))
+    num_tokens = max(1, round(args.seconds * cfg.sample_rate))
+    lm = _load_model(args.rescorer) if args.rescorer is not None else None
+    ar_tokens = 0
+    if args.ar_seconds is not None:
+        _positive(args.ar_seconds, "--ar-seconds")
+        ar_tokens = round(args.ar_seconds * cfg.sample_rate)
+        if not 1 <= ar_tokens < num_tokens:
+            raise SystemExit(f"error: --ar-seconds {args.ar_seconds} must be shorter than --seconds {args.seconds}")
+        if lm is None:
+            raise SystemExit("error: --ar-seconds needs --rescorer LM_DIR (the autoregressive model of the prefix)")
+    kw = dict(steps=steps, top_p=args.top_p, progress=not args.quiet)
+    if args.temperature is not None:
+        kw["temperature"] = args.temperature
+
+    def sample():
+        generator = torch.Generator().manual_seed(args.seed)
+        if ar_tokens:
+            out = generate_hybrid(lm, model, num_tokens, ar_tokens, args.batch_size, generator=generator,
+                                  rescorer=lm, **kw)
+        else:
+            out = model.generate(args.batch_size, num_tokens, rescorer=lm, generator=generator, **kw)
+        return out.waveform, [""] * args.batch_size
+
+    return sample
+
+
 #: how ``sashimi generate`` samples from each model type (a family that can generate adds its line): a
 #: function (model, args) that validates the inputs and returns the sampling function
-GENERATORS = {"sashimi-lm": _generate_lm}
+GENERATORS = {"sashimi-lm": _generate_lm, "masked-sashimi": _generate_masked}
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     _positive(args.seconds, "--seconds")
-    _positive(args.temperature, "--temperature")
+    if args.temperature is not None:
+        _positive(args.temperature, "--temperature")
     if not 0 < args.top_p <= 1:
         raise SystemExit(f"error: --top-p must be in (0, 1], got {args.top_p}")
     if args.batch_size < 1:
@@ -290,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", default="samples", help="output folder (must be empty, unless --overwrite)")
     gen.add_argument("--overwrite", action="store_true",
                      help="write into a non-empty --out folder, replacing its sample_* files")
-    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--temperature", type=float, default=None,
+                     help="sampling temperature (default: the model family's, 1.0 for autoregressive models)")
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--sort", action="store_true", help="order the files by likelihood, most likely first")
@@ -300,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="CPU threads (2+: the lower tiers step in a second thread; same samples)")
     gen.add_argument("--compile", action="store_true",
                      help="compile the step program with torch.compile (slow first call, faster after)")
+    gen.add_argument("--steps", default=None,
+                     help="masked models: decoding steps per stream, e.g. 20 or 20,10,10,10")
+    gen.add_argument("--rescorer", default=None,
+                     help="masked models: an autoregressive model folder that rescores every decoding step")
+    gen.add_argument("--ar-seconds", type=float, default=None,
+                     help="masked models: generate the first S seconds with the --rescorer model, then the rest "
+                          "by masked decoding (hybrid)")
     gen.set_defaults(func=_cmd_generate)
 
     info = sub.add_parser("info", help="print a model's config and parameter count")

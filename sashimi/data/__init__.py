@@ -14,6 +14,7 @@ from sashimi.data.datasets import (
     split_files,
 )
 from sashimi.data.synth import DTMF_FREQUENCIES, dtmf, karplus_strong, plucked_melody, tone
+from sashimi.data.token_folder import TOKEN_EXTENSIONS, TokenFolder, load_tokens
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -35,3 +36,4 @@ __all__ = [
     "split_files",
     "tone",
 ]
+__all__ += ["TOKEN_EXTENSIONS", "TokenFolder", "load_tokens"]

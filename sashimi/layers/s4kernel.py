@@ -216,6 +216,12 @@ class S4Kernel(nn.Module):
             p = getattr(self, name, None)
             if isinstance(p, nn.Parameter):
                 p._optim = {"lr": ssm_lr, "weight_decay": 0.0}
+        #: restricted context: None (default) or w >= 0, keep only the taps that connect positions at most w
+        #: apart (set by :func:`sashimi.layers.restricted_context`)
+        self.window: int | None = None
+        #: None, or a dict in which no-grad kernels are kept per (L, rate, window, backend) (set by
+        #: :func:`sashimi.layers.frozen_kernels`; the parameters must not change while it is set)
+        self.kernel_cache: dict | None = None
 
     def extra_repr(self) -> str:
         return (
@@ -300,13 +306,28 @@ class S4Kernel(nn.Module):
 
         Returns:
             K: (c', H, L), float32 at least (float64 for a float64 module), where
-            c' = channels (2 * channels when bidirectional: forward kernels first).
+            c' = channels (2 * channels when bidirectional: forward kernels first). With
+            :attr:`window` w set, taps beyond it are zero: forward kernels keep lags 0..w, backward
+            kernels (applied one step shifted, at lags -1, -2, ...) their first w taps.
         """
+        key = (L, float(rate), self.window, backend)
+        cache = None if torch.is_grad_enabled() else self.kernel_cache
+        if cache is not None and key in cache:
+            return cache[key]
         with torch.autocast(device_type=self.log_dt.device.type, enabled=False):
             p = self.ssm_params(rate)
-            return ssm_kernel(
+            K = ssm_kernel(
                 p["dt"], p["A"], p["B"], p["C"], L, p["P"], self.discretization, Q=p["Q"], backend=backend
             )
+        if self.window is not None:
+            keep = torch.arange(L, device=K.device) <= self.window  # (L,) forward lags 0..w
+            if self.bidirectional:
+                keep = torch.stack([keep, torch.arange(L, device=K.device) < self.window])  # (2, L)
+                keep = keep.repeat_interleave(self.channels, dim=0).unsqueeze(1)  # (c', 1, L)
+            K = K * keep
+        if cache is not None:
+            cache[key] = K
+        return K
 
     # ---- recurrent mode ---------------------------------------------------------------------
     @torch.no_grad()

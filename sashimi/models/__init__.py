@@ -3,7 +3,7 @@ saved folder, a Hub repo id or a pretrained name (``config.json`` records the ``
 
 Each family registers itself (:func:`sashimi.models.base.register_model`) when its module is imported
 here: ``sashimi-lm`` (:class:`SaShiMiLM`), ``wavenet`` (:class:`~sashimi.models.baselines.WaveNet`),
-``sc09-classifier`` (:class:`SC09Classifier`).
+``sc09-classifier`` (:class:`SC09Classifier`), ``masked-sashimi`` (:class:`MaskedSaShiMi`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from sashimi.models.baselines import WaveNet, WaveNetConfig
 from sashimi.models.classifier import SC09Classifier, SC09ClassifierConfig
 from sashimi.models.config import SaShiMiConfig, SaShiMiLMConfig
 from sashimi.models.lm import GenerationOutput, SaShiMiLM
+from sashimi.models.masked import MaskedGenerationOutput, MaskedSaShiMi, MaskedSaShiMiConfig
 from sashimi.models.sashimi import BiSaShiMi, SaShiMi, SaShiMiState
 
 __all__ = [
@@ -34,6 +35,9 @@ __all__ = [
     "WaveNet",
     "WaveNetConfig",
     "SC09Classifier",
+    "MaskedSaShiMi",
+    "MaskedSaShiMiConfig",
+    "MaskedGenerationOutput",
     "SC09ClassifierConfig",
     "load_model",
     "model_class",

@@ -22,6 +22,8 @@ from sashimi.models import (
     SC09ClassifierConfig,
     WaveNet,
     WaveNetConfig,
+    MaskedSaShiMi,
+    MaskedSaShiMiConfig,
     model_types,
 )
 
@@ -35,11 +37,14 @@ def tiny_models() -> dict[str, torch.nn.Module]:
                                          skip_channels=8, end_channels=8)),
         "sc09-classifier": SC09Classifier(SC09ClassifierConfig.small(n_classes=3, labels=["a", "b", "c"],
                                                                      num_samples=4000)),
+        "masked-sashimi": MaskedSaShiMi(MaskedSaShiMiConfig(d_model=8, n_layers=1, pool=(2,), d_state=8, card=16)),
     }
 
 
 def example_input(mtype: str) -> torch.Tensor:
     """An input batch of the family's forward."""
+    if mtype == "masked-sashimi":
+        return torch.randint(0, 16, (2, 1, 16), generator=torch.Generator().manual_seed(0))
     if mtype == "sc09-classifier":
         return torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     return torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))

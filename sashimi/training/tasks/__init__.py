@@ -1,4 +1,5 @@
-"""Training tasks: one per model family (``lm``, ``wavenet``), registered by name for ``sashimi train --task``."""
+"""Training tasks: one per model family (``lm``, ``wavenet``, ``masked``), registered by name for
+``sashimi train --task``."""
 
 from sashimi.training.tasks.base import (
     DataSplits,
@@ -11,12 +12,14 @@ from sashimi.training.tasks.base import (
     unwrap,
 )
 from sashimi.training.tasks.lm import LMTask
+from sashimi.training.tasks.masked import MaskedTask
 from sashimi.training.tasks.tokens import TokenTask
 from sashimi.training.tasks.wavenet import WaveNetTask
 
 __all__ = [
     "DataSplits",
     "LMTask",
+    "MaskedTask",
     "ModelOption",
     "Task",
     "TokenTask",
