@@ -3,7 +3,8 @@ saved folder, a Hub repo id or a pretrained name (``config.json`` records the ``
 
 Each family registers itself (:func:`sashimi.models.base.register_model`) when its module is imported
 here: ``sashimi-lm`` (:class:`SaShiMiLM`), ``wavenet`` (:class:`~sashimi.models.baselines.WaveNet`),
-``sc09-classifier`` (:class:`SC09Classifier`), ``masked-sashimi`` (:class:`MaskedSaShiMi`), ``diffwave-sashimi`` (:class:`DiffWaveSaShiMi`),
+``sc09-classifier`` (:class:`SC09Classifier`), ``masked-sashimi`` (:class:`MaskedSaShiMi`),
+``diffwave-sashimi`` (:class:`DiffWaveSaShiMi`),
 ``diffwave-wavenet`` (:class:`~sashimi.models.baselines.DiffWaveWaveNet`).
 """
 
