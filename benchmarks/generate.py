@@ -15,8 +15,8 @@ over the *same* weights:
   ``Categorical(logits=logits / tau).sample()``, its log-probability taken from ``softmax`` and copied
   to the host (``.cpu().numpy()``), and the token itself copied to the host (``.cpu()``, appended to a
   list), as in the official loop with ``return_logprobs=True`` (its entropy bookkeeping is left out).
-* ``ours`` -- ``model.generate(B, T, progress=False, mode=..., compile=..., num_threads=threads)``: the flat step program
-  of :mod:`sashimi.generation.step_program` (with 2+ threads, pipelined: the lower tiers in a worker thread).
+* ``ours`` -- ``model.generate(B, T, progress=False, mode=..., compile=..., num_threads=threads)``: the flat step
+  program of :mod:`sashimi.generation.step_program` (with 2+ threads, pipelined: the lower tiers in a worker thread).
 
 Before timing, the script proves the baseline is the same model: over ``--check-steps`` teacher-forced
 steps the baseline's logits and the fast stepper's logits both equal the convolution-mode logits, and
@@ -381,7 +381,8 @@ def main(argv=None) -> int:
           f"convolution mode: official-style {check['err_base']:.1e}, ours {check['err_ours']:.1e}; generate's "
           f"log-likelihood vs the baseline's on the same samples: {check['ll_diff']:.1e} nats/sample", flush=True)
     print()
-    print("| threads | batch | generator | samples/stream | samples/s | RTF | CPU s per 1k samples | speedup vs baseline |")
+    print("| threads | batch | generator | samples/stream | samples/s | RTF | CPU s per 1k samples "
+          "| speedup vs baseline |")
     print("|---|---|---|---|---|---|---|---|", flush=True)
 
     results: dict = {}
@@ -398,8 +399,8 @@ def main(argv=None) -> int:
             wall, cpu = statistics.median(r[0] for r in reps), statistics.median(r[1] for r in reps)
             b_rate = B * Tb / wall
             results[(threads, B, "baseline")] = dict(rate=b_rate, cpu=cpu)
-            print(f"| {threads} | {B} | official-style (dense, lists) | {Tb} | {b_rate:,.0f} | {b_rate / SAMPLE_RATE:.3f} "
-                  f"| {cpu / (B * Tb) * 1e3:.3f} | 1.0x |", flush=True)
+            print(f"| {threads} | {B} | official-style (dense, lists) | {Tb} | {b_rate:,.0f} "
+                  f"| {b_rate / SAMPLE_RATE:.3f} | {cpu / (B * Tb) * 1e3:.3f} | 1.0x |", flush=True)
             for variant in args.variants:
                 mode, comp = variant.split("+")[0], variant.endswith("+compile")
                 label = f"ours: generate(mode={mode!r}{', compile=True' if comp else ''})"

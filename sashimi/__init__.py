@@ -1,7 +1,17 @@
 """sashimi-audio: SaShiMi raw-waveform audio models with S4 layers whose step mode equals their convolution mode."""
 
 from sashimi.layers import S4Block, S4Kernel, S4State
-from sashimi.models import BiSaShiMi, SaShiMi, SaShiMiConfig, SaShiMiLM, SaShiMiLMConfig, WaveNet, load_model
+from sashimi.models import (
+    BiSaShiMi,
+    DiffWaveSaShiMi,
+    MaskedSaShiMi,
+    SaShiMi,
+    SaShiMiConfig,
+    SaShiMiLM,
+    SaShiMiLMConfig,
+    WaveNet,
+    load_model,
+)
 
 __version__ = "0.1.0"
 
@@ -15,6 +25,8 @@ __all__ = [
     "SaShiMiLM",
     "SaShiMiLMConfig",
     "WaveNet",
+    "DiffWaveSaShiMi",
+    "MaskedSaShiMi",
     "__version__",
     "load_model",
 ]

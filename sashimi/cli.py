@@ -108,6 +108,24 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert_diffwave(args: argparse.Namespace) -> int:
+    from sashimi.models.diffwave import convert_diffwave_sashimi
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: --out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise SystemExit(f"error: --out {out} is not empty (use --force to overwrite its model files)")
+    try:  # atomic: the old model files survive any failure
+        convert_diffwave_sashimi(args.file, args.config, out)
+    except OSError as err:
+        raise SystemExit(
+            f"error: writing {out} failed ({err.strerror or err}); its old files are unchanged"
+        ) from None
+    print(f"converted {args.file} -> {out}; load it with sashimi.load_model({str(out)!r})")
+    return 0
+
+
 def _cmd_push(args: argparse.Namespace) -> int:
     from sashimi.hub.publish import push_folder
 
@@ -227,9 +245,46 @@ def _generate_masked(model, args: argparse.Namespace):
     return sample
 
 
+def _diffusion_steps(text: str | None) -> str | int:
+    if text is None:
+        return "full"
+    if text in ("full", "fast"):
+        return text
+    try:
+        steps = int(text)
+    except ValueError:
+        raise SystemExit(f"error: --steps must be 'full', 'fast' or a positive int for a diffusion model, "
+                         f"got {text!r}") from None
+    if steps < 1:
+        raise SystemExit(f"error: --steps must be positive, got {text!r}")
+    return steps
+
+
+def _generate_diffusion(model, args: argparse.Namespace):
+    """``sashimi generate`` for unconditional diffusion models (``diffwave-sashimi``, ``diffwave-wavenet``)."""
+    import torch
+
+    cfg = model.config
+    if cfg.n_mels:
+        raise SystemExit(f"error: {args.model} is a vocoder (it needs a mel spectrogram): use "
+                         f"`sashimi vocode --model {args.model} --audio IN.wav --out DIR`")
+    steps = _diffusion_steps(args.steps)
+    pool = getattr(model, "total_pool", 1)
+    num_samples = max(pool, round(args.seconds * cfg.sample_rate / pool) * pool)
+
+    def sample():
+        generator = torch.Generator().manual_seed(args.seed)
+        waves = model.generate(args.batch_size, num_samples, steps=steps, sampler=args.sampler, generator=generator,
+                               progress=not args.quiet)
+        return waves.float().clamp(-1, 1), [""] * args.batch_size
+
+    return sample
+
+
 #: how ``sashimi generate`` samples from each model type (a family that can generate adds its line): a
 #: function (model, args) that validates the inputs and returns the sampling function
-GENERATORS = {"sashimi-lm": _generate_lm, "masked-sashimi": _generate_masked}
+GENERATORS = {"sashimi-lm": _generate_lm, "masked-sashimi": _generate_masked,
+              "diffwave-sashimi": _generate_diffusion, "diffwave-wavenet": _generate_diffusion}
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -258,6 +313,39 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     old = _prepare_out(Path(args.out), args.overwrite)  # before anything is generated
     waves, notes = sample()
     _write_samples(args, waves, model.config.sample_rate, notes, old)
+    return 0
+
+
+def _cmd_vocode(args: argparse.Namespace) -> int:
+    import math
+
+    import torch
+
+    from sashimi.audio import load_audio
+    from sashimi.audio.features import log_mel_spectrogram
+
+    model = _load_model(args.model)
+    cfg = model.config
+    if not getattr(cfg, "n_mels", 0):
+        raise SystemExit(f"error: {args.model} is not a vocoder (a {cfg.model_type!r} model without mel "
+                         "conditioning)")
+    steps = _diffusion_steps(args.steps or "fast")
+    wav, _ = load_audio(args.audio, sample_rate=cfg.sample_rate, resample=args.resample)
+    wav = wav.reshape(1, -1) if wav.ndim == 1 else wav[:1]  # (1, T)
+    hop = cfg.hop_length
+    pool = getattr(model, "total_pool", 1)
+    frames = wav.shape[-1] // hop
+    frames -= frames % (pool // math.gcd(pool, hop))  # the length must be a multiple of the pooling too
+    if frames < 1:
+        raise SystemExit(f"error: {args.audio} is shorter than one frame ({hop} samples)")
+    mel = log_mel_spectrogram(wav[:, : frames * hop], sample_rate=cfg.sample_rate, n_mels=cfg.n_mels,
+                              hop_length=hop)[..., :frames]  # (1, n_mels, frames)
+    old = _prepare_out(Path(args.out), args.overwrite)
+    waves = model.generate(1, frames * hop, mel=mel.to(next(model.parameters()).dtype), steps=steps,
+                           sampler=args.sampler, generator=torch.Generator().manual_seed(args.seed),
+                           progress=not args.quiet)
+    args.plot = False
+    _write_samples(args, waves.float().clamp(-1, 1), cfg.sample_rate, [f"  ({frames} mel frames)"], old)
     return 0
 
 
@@ -356,13 +444,27 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--compile", action="store_true",
                      help="compile the step program with torch.compile (slow first call, faster after)")
     gen.add_argument("--steps", default=None,
-                     help="masked models: decoding steps per stream, e.g. 20 or 20,10,10,10")
+                     help="masked models: decoding steps per stream, e.g. 20 or 20,10,10,10; diffusion models: "
+                          "'full' (default), 'fast' or an int")
     gen.add_argument("--rescorer", default=None,
                      help="masked models: an autoregressive model folder that rescores every decoding step")
     gen.add_argument("--ar-seconds", type=float, default=None,
                      help="masked models: generate the first S seconds with the --rescorer model, then the rest "
                           "by masked decoding (hybrid)")
+    gen.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"], help="diffusion models: the sampler")
     gen.set_defaults(func=_cmd_generate)
+
+    voc = sub.add_parser("vocode", help="re-synthesize a recording from its mel spectrogram with a vocoder")
+    voc.add_argument("--model", required=True, help="a vocoder model folder (diffwave-sashimi with n_mels > 0)")
+    voc.add_argument("--audio", required=True, help="the recording (its log-mel spectrogram is the condition)")
+    voc.add_argument("--out", default="vocoded", help="output folder (must be empty, unless --overwrite)")
+    voc.add_argument("--overwrite", action="store_true")
+    voc.add_argument("--steps", default="fast", help="'full', 'fast' (lmnt's 6 steps, default) or an int")
+    voc.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"])
+    voc.add_argument("--resample", action="store_true", help="resample a recording at another sample rate")
+    voc.add_argument("--seed", type=int, default=0)
+    voc.add_argument("--quiet", action="store_true")
+    voc.set_defaults(func=_cmd_vocode)
 
     info = sub.add_parser("info", help="print a model's config and parameter count")
     info.add_argument("model", help="local model folder, Hub id, or pretrained name (e.g. sashimi-sc09)")
@@ -386,6 +488,15 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--repo-id", default=None, help="Hub id to show in the model card's usage example")
     ss.add_argument("--force", action="store_true", help="write into a non-empty --out folder")
     ss.set_defaults(func=_cmd_convert)
+    dw = conv_sub.add_parser(
+        "diffwave-sashimi", help="an official diffwave-sashimi checkpoint (.pkl, read with weights_only=True)"
+    )
+    dw.add_argument("file", help="the official checkpoint, e.g. sc09_unconditional.pkl")
+    dw.add_argument("--config", required=True,
+                    help="sc09, sc09-small, vocoder, or a JSON file holding the official model config")
+    dw.add_argument("--out", required=True, help="output folder (config.json, model.safetensors, README.md)")
+    dw.add_argument("--force", action="store_true", help="write into a non-empty --out folder")
+    dw.set_defaults(func=_cmd_convert_diffwave)
 
     push = sub.add_parser("push", help="upload a saved model folder to a Hub model repo")
     push.add_argument("model_dir", help="folder with config.json and model.safetensors")

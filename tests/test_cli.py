@@ -130,3 +130,41 @@ def test_generate_from_a_masked_model_plain_rescored_and_hybrid(saved, tmp_path)
         main([*base, "--out", str(tmp_path / "x"), "--ar-seconds", "0.001"])
     with pytest.raises(SystemExit, match="--steps"):
         main([*base[:-1], "0,2", "--out", str(tmp_path / "y")])
+
+
+@pytest.mark.parametrize("case,command", [("uncond_v", "generate"), ("cond_v", "vocode")])
+def test_convert_then_generate_or_vocode_a_diffusion_model(load_case, tmp_path, case, command, capsys):
+    """``sashimi convert diffwave-sashimi`` of an official checkpoint (the golden small models), then
+    ``sashimi generate`` (unconditional) or ``sashimi vocode`` (mel-conditioned) with a few steps."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    tensors, meta = load_case(f"diffwave/{case}")
+    sd = {k: v for k, v in tensors.items() if not k.startswith("golden.")}
+    pkl = tmp_path / "official.pkl"
+    torch.save({"model_state_dict": sd}, pkl)
+    (tmp_path / "model.json").write_text(json.dumps(meta["config"]))
+    folder = tmp_path / "model"
+    assert main(["convert", "diffwave-sashimi", str(pkl), "--config", str(tmp_path / "model.json"),
+                 "--out", str(folder)]) == 0
+    out = tmp_path / "out"
+    if command == "generate":
+        assert main(["generate", "--model", str(folder), "--seconds", "0.016", "--batch-size", "2", "--steps", "3",
+                     "--quiet", "--out", str(out)]) == 0
+        files = sorted(out.glob("sample_*.wav"))
+        assert len(files) == 2
+        with pytest.raises(SystemExit, match="not a vocoder"):
+            main(["vocode", "--model", str(folder), "--audio", str(files[0]), "--out", str(tmp_path / "v")])
+    else:
+        rate = json.loads((folder / "config.json").read_text())["sample_rate"]
+        t = np.arange(4096) / rate
+        sf.write(str(tmp_path / "tone.wav"), (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), rate)
+        assert main(["vocode", "--model", str(folder), "--audio", str(tmp_path / "tone.wav"), "--steps", "fast",
+                     "--quiet", "--out", str(out)]) == 0
+        files = sorted(out.glob("sample_*.wav"))
+        with pytest.raises(SystemExit, match="is a vocoder"):
+            main(["generate", "--model", str(folder), "--out", str(tmp_path / "g"), "--quiet"])
+    data, _ = sf.read(str(files[0]))
+    assert data.ndim == 1 and data.shape[0] % 16 == 0 and np.isfinite(data).all() and np.abs(data).max() <= 1

@@ -161,7 +161,10 @@ class _SaShiMiBase(nn.Module):
             return nn.ModuleList(out)
 
         self.down = nn.ModuleList(
-            DownTier(blocks(widths[i]) if c.unet else nn.ModuleList(), DownPool(widths[i], c.expand, p, c.pool_weight_norm))
+            DownTier(
+                blocks(widths[i]) if c.unet else nn.ModuleList(),
+                DownPool(widths[i], c.expand, p, c.pool_weight_norm),
+            )
             for i, p in enumerate(c.pool)
         )
         self.center = blocks(widths[-1])

@@ -535,16 +535,16 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
         created = not run.exists()
         run.mkdir(parents=True, exist_ok=True)
         lock.acquire()
-        try:
-            stale = clean_stale_temporaries(run)
+        try:  # another trainer may have used the folder since the first check
             if point is None:
-                _check_new_run(run)  # another trainer may have used the folder since the first check
+                _check_new_run(run)
             elif [d.name for d in checkpoint_dirs(run)] != point.listing:
                 raise RunBusyError(f"--resume: the checkpoints in {run} changed while this run started (another "
                                    "trainer?); run the command again. Nothing was written")
         except BaseException:
             lock.release()
             raise
+        stale = clean_stale_temporaries(run)  # the folder is this run's: what is left of an earlier writer goes
         if stale and show:
             tqdm.write(f"removed {len(stale)} temporary file(s) left by an interrupted run of {run}", file=sys.stderr)
 
@@ -557,12 +557,13 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
     eval_metrics: dict[str, float] = {}
     t_start = time.perf_counter()
 
-    def diverged(at_step: int, what: str) -> TrainingDiverged:
-        """The error for a non-finite value met at step ``at_step``. The checkpoint of the step before, whose
-        weights gave it, is removed (unless it is the only checkpoint of a resumed run)."""
+    def diverged(at_step: int, what: str, from_weights_of: int | None) -> TrainingDiverged:
+        """The error for a non-finite value met at step ``at_step``. When the weights after step
+        ``from_weights_of`` gave it and that step has a checkpoint, the checkpoint is removed (unless it is the
+        only one of a resumed run)."""
         nonlocal last_ckpt
         note = ""
-        if dist.main and last_ckpt is not None and last_ckpt.name == f"step_{at_step - 1:08d}":
+        if dist.main and last_ckpt is not None and last_ckpt.name == f"step_{from_weights_of:08d}":
             others = [d for d in checkpoint_dirs(run) if d.name != last_ckpt.name]
             if others or not resume:
                 shutil.rmtree(last_ckpt, ignore_errors=True)
@@ -577,7 +578,7 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
         out = None
         if dist.main:
             if not _all_finite(core):
-                raise diverged(step_now, "the weights are")
+                raise diverged(step_now, "the weights after the update are", None)
             trainer_state = {
                 "format": STATE_FORMAT, "step": step_now, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
                 "batch_size": cfg.batch_size, "world_size": dist.world, "optimizer": optimizer.state_dict(),
@@ -636,7 +637,7 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
                 except ValueError as err:
                     # the task's own batches are valid: a non-finite value inside the model is the weights' doing
                     if not _all_finite(core) or _NON_FINITE.search(str(err)):
-                        raise diverged(step + 1, f"a value inside the model ({err}) is") from err
+                        raise diverged(step + 1, f"a value inside the model ({err}) is", step) from err
                     raise
                 loss = out["loss"]
                 loss_value = float(loss.detach())
@@ -645,7 +646,7 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
                     finite = dist.sum([float(not finite)], device)[0] == 0
                 if not finite:
                     what = f"the loss ({loss_value}) is"
-                    raise diverged(step + 1, what)
+                    raise diverged(step + 1, what, step)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip > 0:
