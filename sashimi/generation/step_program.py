@@ -200,6 +200,7 @@ def _fold(V: Tensor, K1: Tensor, K2: Tensor) -> Tensor:
 def _s4_block(blk: ResidualBlock, st: S4State) -> tuple[BlockFn, list[Tensor], PhaseLayer]:
     """The step function and (B, H)-side constants of a residual S4 block, and its state pass."""
     layer: S4Block = blk.layer
+    st.check_owner(layer)  # the program bypasses S4Block.step: check once, when it is built
     consts = st.consts
     sdt = st.x.real.dtype
     iodt = layer.D.dtype if st.dtype is None else st.dtype
