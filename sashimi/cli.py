@@ -84,22 +84,36 @@ def _write_samples(args: argparse.Namespace, waves, sample_rate: int, notes: lis
             p.unlink(missing_ok=True)
 
 
-def _cmd_convert(args: argparse.Namespace) -> int:
-    import torch
-
-    from sashimi.models.lm import SaShiMiLM
-
+def _convert_out(args: argparse.Namespace) -> Path:
+    """The ``--out`` folder of a conversion: a folder, empty unless ``--force``."""
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise SystemExit(f"error: --out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not args.force:
         raise SystemExit(f"error: --out {out} is not empty (use --force to overwrite its model files)")
+    return out
+
+
+def _write_converted(out: Path, write) -> None:
+    """Run ``write()`` (an atomic save: the old model files survive any failure); an OSError is one line."""
+    try:
+        write()
+    except OSError as err:
+        raise SystemExit(
+            f"error: writing {out} failed ({err.strerror or err}); its old files are unchanged"
+        ) from None
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    import torch
+
+    from sashimi.models.lm import SaShiMiLM
+
+    out = _convert_out(args)
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     model = SaShiMiLM.from_state_spaces(args.file, variant=args.variant, dt_transform=args.dt_transform, dtype=dtype)
-    try:  # atomic: the old model files survive any failure
-        model.save_pretrained(out, model_card_kwargs={"repo_id": args.repo_id} if args.repo_id else None)
-    except OSError as err:
-        raise SystemExit(f"error: writing {out} failed ({err.strerror or err}); its old files are unchanged") from None
+    _write_converted(out, lambda: model.save_pretrained(
+        out, model_card_kwargs={"repo_id": args.repo_id} if args.repo_id else None))
     info = model._conversion_info
     print(f"converted {args.file} ({info['layout']} layout, variant {args.variant}) -> {out}")
     print(f"  parameters: {model.num_parameters():,}  {model.config.quantization} {model.config.bits}-bit "
@@ -111,17 +125,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_convert_diffwave(args: argparse.Namespace) -> int:
     from sashimi.models.diffwave import convert_diffwave_sashimi
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise SystemExit(f"error: --out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not args.force:
-        raise SystemExit(f"error: --out {out} is not empty (use --force to overwrite its model files)")
-    try:  # atomic: the old model files survive any failure
-        convert_diffwave_sashimi(args.file, args.config, out)
-    except OSError as err:
-        raise SystemExit(
-            f"error: writing {out} failed ({err.strerror or err}); its old files are unchanged"
-        ) from None
+    out = _convert_out(args)
+    _write_converted(out, lambda: convert_diffwave_sashimi(args.file, args.config, out))
     print(f"converted {args.file} -> {out}; load it with sashimi.load_model({str(out)!r})")
     return 0
 
