@@ -1,6 +1,6 @@
 """Data utilities: deterministic synthetic audio (:mod:`sashimi.data.synth`), audio folders as token datasets
 (:mod:`sashimi.data.audio_folder`) and the SaShiMi paper's dataset layouts and splits
-(:mod:`sashimi.data.datasets`)."""
+(:mod:`sashimi.data.datasets`) and NSynth notes for SING (:mod:`sashimi.data.nsynth`)."""
 
 from sashimi.data.audio_folder import AUDIO_EXTENSIONS, IGNORE_INDEX, AudioFolder, find_audio_files, pad_collate
 from sashimi.data.datasets import (
@@ -13,6 +13,7 @@ from sashimi.data.datasets import (
     make_dataset,
     split_files,
 )
+from sashimi.data.nsynth import NSYNTH_VELOCITIES, VELOCITY_MAPPINGS, NSynth, map_velocity, nsynth_split
 from sashimi.data.synth import DTMF_FREQUENCIES, dtmf, karplus_strong, plucked_melody, tone
 
 __all__ = [
@@ -34,4 +35,9 @@ __all__ = [
     "detect_layout",
     "make_dataset",
     "split_files",
+    "NSYNTH_VELOCITIES",
+    "VELOCITY_MAPPINGS",
+    "NSynth",
+    "map_velocity",
+    "nsynth_split",
 ]
