@@ -13,7 +13,15 @@ from sashimi.data.datasets import (
     make_dataset,
     split_files,
 )
-from sashimi.data.nsynth import NSYNTH_VELOCITIES, VELOCITY_MAPPINGS, NSynth, map_velocity, nsynth_split
+from sashimi.data.nsynth import (
+    NSYNTH_VELOCITIES,
+    VELOCITY_MAPPINGS,
+    NSynth,
+    harmonic_note,
+    map_velocity,
+    nsynth_split,
+    write_synthetic_nsynth,
+)
 from sashimi.data.synth import DTMF_FREQUENCIES, dtmf, karplus_strong, plucked_melody, tone
 
 __all__ = [
@@ -40,4 +48,6 @@ __all__ = [
     "NSynth",
     "map_velocity",
     "nsynth_split",
+    "harmonic_note",
+    "write_synthetic_nsynth",
 ]

@@ -424,14 +424,16 @@ class SING(nn.Module):
                                     config.context_size, config.rewrite_layers)
 
     def check_labels(self, instrument: Any, pitch: Any, velocity: Any) -> tuple[Tensor, Tensor, Tensor]:
-        """Labels as int64 (B,) on the model's device; ValueError naming the label when out of range."""
+        """Labels (ints or integer tensors) as int64 (B,) on the model's device, size-1 labels broadcast;
+        ValueError naming the label when out of range."""
         c = self.config
         ids = [_labels(instrument, "instrument", c.num_instruments), _labels(pitch, "pitch", c.num_pitches),
                _labels(velocity, "velocity", c.num_velocities)]
-        sizes = {len(t) for t in ids}
-        if len(sizes) != 1:
-            raise ValueError(f"instrument, pitch and velocity must have the same batch size, got "
+        n = max(len(t) for t in ids)
+        if any(len(t) not in (1, n) for t in ids):
+            raise ValueError(f"instrument, pitch and velocity must have the same batch size (or size 1), got "
                              f"{[len(t) for t in ids]}")
+        ids = [t.expand(n) for t in ids]  # size-1 labels broadcast
         device = self.decoder.layers[0].weight.device
         return ids[0].to(device), ids[1].to(device), ids[2].to(device)
 
@@ -456,12 +458,9 @@ class SING(nn.Module):
         """Notes (N, note_length) for N label triples (ints broadcast), ``batch_size`` at a time, no gradients."""
         if not _is_int(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        labels = [torch.as_tensor(v) for v in (instrument, pitch, velocity)]
-        n = max(t.numel() for t in labels)
-        labels = [t.reshape(-1).expand(n) if t.numel() == 1 else t.reshape(-1) for t in labels]
-        instrument, pitch, velocity = self.check_labels(*labels)
+        instrument, pitch, velocity = self.check_labels(instrument, pitch, velocity)  # (N,) each
         out = []
-        for i in tqdm(range(0, n, batch_size), disable=not progress, desc="SING", unit="batch"):
+        for i in tqdm(range(0, len(instrument), batch_size), disable=not progress, desc="SING", unit="batch"):
             sl = slice(i, i + batch_size)
             out.append(self(instrument[sl], pitch[sl], velocity[sl]))  # (b, note_length)
         return torch.cat(out)
@@ -605,7 +604,7 @@ def train_phase(
                 optimizer.zero_grad(set_to_none=True)
                 out["loss"].backward()
                 optimizer.step()
-            losses.append(float(out["loss"]))
+            losses.append(out["loss"].item())
             bar.update(1)
             if callback is not None:
                 callback(len(losses), {"loss": losses[-1]})
