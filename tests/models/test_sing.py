@@ -97,8 +97,8 @@ def test_length_bookkeeping_and_paper_parameter_count(reference_dir) -> None:
 
 
 def _tiny(sequence_model: str = "lstm", **kw) -> SINGConfig:
-    base = dict(num_instruments=3, num_pitches=128, num_velocities=5, velocity_mapping="dense",
-                note_length=4096, sequence_model=sequence_model)
+    base = {"num_instruments": 3, "num_pitches": 128, "num_velocities": 5, "velocity_mapping": "dense",
+            "note_length": 4096, "sequence_model": sequence_model}
     return sing_preset("tiny-sing", **{**base, **kw})
 
 
