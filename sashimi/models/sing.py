@@ -60,11 +60,12 @@ def _is_int(v: object) -> bool:
 
 @dataclass
 class SINGConfig:
-    """Hyperparameters of :class:`SING` (defaults: the paper's model with NSynth's table sizes).
+    """Hyperparameters of :class:`SING` (defaults: the paper's sizes with NSynth's tables and dense velocity ids;
+    ``sing_preset("nsynth-sing")`` is exactly the paper's model, with SING's 6 velocity ids).
 
     Attributes:
-        num_instruments, num_pitches, num_velocities: label table sizes (NSynth with SING's velocity ids:
-            1006 / 121 / 6).
+        num_instruments, num_pitches, num_velocities: label table sizes (NSynth: 1006 / 121 / 5 dense velocity
+            ids; SING's velocity table has 6 rows).
         instrument_dim, pitch_dim, velocity_dim, time_dim: embedding sizes (16 / 8 / 2 / 4; ``time_dim=0``
             drops the per-frame time table, SING's ablation).
         dimension: size of a frame embedding (128).
@@ -80,8 +81,8 @@ class SINGConfig:
         sample_rate: 16000.
         note_length: samples per generated note (64000; a multiple of ``stride``).
         extra_pad: samples the decoder produces beyond the note on each side, cropped by generation (512).
-        velocity_mapping: how MIDI velocities map to velocity ids ("sing": SING's table, ids {0,1,2,4,5};
-            "dense": 0..4), see :mod:`sashimi.data.nsynth`.
+        velocity_mapping: how MIDI velocities map to velocity ids ("dense": 0..4, the default for new models;
+            "sing": SING's table, ids {0,1,2,4,5}, which its released model needs), see :mod:`sashimi.data.nsynth`.
         config_version: format version of this config.
     """
 
@@ -89,7 +90,7 @@ class SINGConfig:
 
     num_instruments: int = 1006
     num_pitches: int = 121
-    num_velocities: int = 6
+    num_velocities: int = 5
     instrument_dim: int = 16
     pitch_dim: int = 8
     velocity_dim: int = 2
@@ -113,7 +114,7 @@ class SINGConfig:
     sample_rate: int = 16000
     note_length: int = 64000
     extra_pad: int = 512
-    velocity_mapping: str = "sing"
+    velocity_mapping: str = "dense"
     config_version: int = 1
 
     def __post_init__(self) -> None:
@@ -202,10 +203,11 @@ class SINGConfig:
         return cls(**d)
 
 
-#: Named configurations. "nsynth-sing": the paper's model (63,747,929 parameters in SING = generator + decoder).
-#: "tiny-sing": SING's debug sizes (channels 128, dimension 16, one rewrite layer, LSTM 128 x 1), trains on a CPU.
+#: Named configurations. "nsynth-sing": the paper's model with SING's velocity ids (63,747,929 parameters in
+#: SING = generator + decoder). "tiny-sing": SING's debug sizes (channels 128, dimension 16, one rewrite layer,
+#: LSTM 128 x 1) with dense velocity ids; trains on a CPU.
 SING_PRESETS: dict[str, dict[str, Any]] = {
-    "nsynth-sing": {},
+    "nsynth-sing": {"num_velocities": 6, "velocity_mapping": "sing"},
     "tiny-sing": {"dimension": 16, "channels": 128, "rewrite_layers": 1, "lstm_hidden": 128, "lstm_layers": 1,
                   "s4_d_model": 64, "s4_n_layers": 2, "s4_d_state": 32},
 }
