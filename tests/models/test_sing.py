@@ -20,6 +20,7 @@ from sashimi.models.sing import (
     FrameEncoder,
     SINGAutoencoder,
     SINGConfig,
+    sequence_steps,
     sing_preset,
     train_phase,
 )
@@ -234,3 +235,24 @@ def test_train_phase_checks() -> None:
         train_phase("end2end", SING(c), [bad], steps=1)
     with pytest.raises(ValueError, match="batches is empty"):
         train_phase("end2end", SING(c), [], steps=1)
+
+
+def test_sequence_phase_truncated_backpropagation() -> None:
+    """One optimizer step per chunk of ``truncation`` frames for the LSTM; one per batch for the S4 generator;
+    without an optimizer the loss is the whole-note MSE."""
+    torch.manual_seed(0)
+    for seq, expected_steps in (("lstm", 4), ("s4", 1)):  # 31 frames: chunks of 8 -> 4
+        model = SING(_tiny(seq))
+        c = model.config
+        labels = {"instrument": torch.tensor([0, 1]), "pitch": torch.tensor([60, 64]), "velocity": torch.tensor([1, 2])}
+        target = torch.randn(2, c.dimension, c.num_frames)
+        whole = sequence_steps(model.generator, labels, target, None, truncation=8)["loss"]
+        z, _ = model.generator(labels["instrument"], labels["pitch"], labels["velocity"])
+        torch.testing.assert_close(whole, torch.nn.functional.mse_loss(z, target))
+        opt = torch.optim.SGD(model.generator.parameters(), lr=0.0)
+        calls = []
+        opt.register_step_post_hook(lambda *_, calls=calls: calls.append(1))
+        sequence_steps(model.generator, labels, target, opt, truncation=8)
+        assert len(calls) == expected_steps
+    with pytest.raises(ValueError, match="embeddings must have shape"):
+        sequence_steps(model.generator, labels, target[..., :5], None)
