@@ -1,4 +1,6 @@
-"""Command line: ``sashimi generate``, ``sashimi info``, ``sashimi convert`` and ``sashimi push``."""
+"""Command line: ``sashimi generate``, ``sashimi info``, ``sashimi convert``, ``sashimi push`` and
+``sashimi train``. ``generate`` and ``info`` load any family (:func:`sashimi.load_model`) and dispatch on
+its ``model_type`` (:data:`GENERATORS`)."""
 
 from __future__ import annotations
 
@@ -10,16 +12,76 @@ __all__ = ["main"]
 
 
 def _load_model(spec: str):
-    """A SaShiMiLM from a local folder (config.json + model.safetensors), a registry name such as
-    ``sashimi-sc09`` (downloaded, converted once and cached: see :mod:`sashimi.hub`) or a Hub id."""
-    from sashimi.models.lm import SaShiMiLM
+    """The model saved at ``spec`` (a local folder, a registry name such as ``sashimi-sc09``, downloaded,
+    converted once and cached, or a Hub id), of the class its ``config.json`` names."""
+    from sashimi.models import load_model
 
     try:
-        return SaShiMiLM.from_pretrained(spec)
+        return load_model(spec)
     except (ValueError, FileNotFoundError, TypeError):
         raise
     except OSError as err:  # a Hub / network failure
         raise SystemExit(f"error: could not load {spec!r}: {err}") from None
+
+
+def _positive(value: float, flag: str) -> None:
+    import math
+
+    if not math.isfinite(value) or value <= 0:
+        raise SystemExit(f"error: {flag} must be a finite number > 0, got {value}")
+
+
+def _prepare_out(out: Path, overwrite: bool) -> list[Path]:
+    """Check (and create) the output folder before anything is generated: it must be a writable folder,
+    empty unless ``overwrite``; returns the old sample files to remove once the new ones are written."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: --out {out} exists and is not a folder")
+    old = sorted(out.iterdir()) if out.is_dir() else []
+    if old and not overwrite:
+        raise SystemExit(f"error: --out {out} is not empty ({len(old)} entries); pass --overwrite to replace its "
+                         "samples, or choose another folder")
+    blocking = [p for p in old if p.name.startswith("sample_") and p.is_dir()]
+    if blocking:
+        raise SystemExit(f"error: {blocking[0]} is a folder where a sample file would go")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise SystemExit(f"error: cannot write into --out {out}: {err.strerror or err}") from None
+    return [p for p in old if p.name.startswith("sample_") and p.suffix in (".wav", ".png")]
+
+
+def _write_samples(args: argparse.Namespace, waves, sample_rate: int, notes: list[str], old: list[Path]) -> None:
+    """Write (B, T) waveforms as ``sample_000.wav``, ... (with spectrograms under ``--plot``), then remove
+    the old sample files the new ones did not replace."""
+    import torch
+
+    from sashimi.audio import save_audio
+
+    if not bool(torch.isfinite(waves).all()):
+        raise SystemExit("error: the model produced non-finite audio (NaN or inf); nothing was written")
+    out_dir = Path(args.out)
+    written = set()
+    try:
+        for rank, wave in enumerate(waves):
+            path = out_dir / f"sample_{rank:03d}.wav"
+            save_audio(path, wave, sample_rate)
+            written.add(path)
+            line = f"{path}{notes[rank]}"
+            if args.plot:
+                png = path.with_suffix(".png")
+                _plot_spectrogram(wave, sample_rate, png)
+                written.add(png)
+                line += f"  {png.name}"
+            print(line)
+    except OSError as err:
+        raise SystemExit(f"error: writing samples into {out_dir} failed: {err.strerror or err}") from None
+    for p in old:
+        if p not in written:
+            p.unlink(missing_ok=True)
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -34,10 +96,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: --out {out} is not empty (use --force to overwrite its model files)")
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     model = SaShiMiLM.from_state_spaces(args.file, variant=args.variant, dt_transform=args.dt_transform, dtype=dtype)
-    if args.force:
-        for name in ("config.json", "model.safetensors", "README.md"):
-            (out / name).unlink(missing_ok=True)
-    model.save_pretrained(out, model_card_kwargs={"repo_id": args.repo_id} if args.repo_id else None)
+    try:  # atomic: the old model files survive any failure
+        model.save_pretrained(out, model_card_kwargs={"repo_id": args.repo_id} if args.repo_id else None)
+    except OSError as err:
+        raise SystemExit(f"error: writing {out} failed ({err.strerror or err}); its old files are unchanged") from None
     info = model._conversion_info
     print(f"converted {args.file} ({info['layout']} layout, variant {args.variant}) -> {out}")
     print(f"  parameters: {model.num_parameters():,}  {model.config.quantization} {model.config.bits}-bit "
@@ -47,7 +109,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    from sashimi.hub import push_folder
+    from sashimi.hub.publish import push_folder
 
     try:
         url = push_folder(
@@ -71,29 +133,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     model = _load_model(args.model)
     print(f"model: {args.model}")
+    print(f"  class: {type(model).__name__} (model_type {model.config.model_type!r})")
     for key, value in model.config.to_dict().items():
-        print(f"  {key}: {value}")
+        if key != "model_type":
+            print(f"  {key}: {value}")
     print(f"parameters: {model.num_parameters():,}")
     return 0
 
 
-def _cmd_generate(args: argparse.Namespace) -> int:
+def _generate_lm(model, args: argparse.Namespace):
+    """``sashimi generate`` for autoregressive token models (``sashimi-lm``): validates the inputs and
+    returns the sampling function (-> (B, T) waveforms and a note per sample)."""
     import torch
 
-    from sashimi.audio import load_audio, save_audio
+    from sashimi.audio import load_audio
 
-    if args.seconds <= 0:
-        raise SystemExit("error: --seconds must be > 0")
-    if args.batch_size < 1:
-        raise SystemExit("error: --batch-size must be >= 1")
-    if args.threads < 1:
-        raise SystemExit("error: --threads must be >= 1")
-    model = _load_model(args.model)
     cfg = model.config
     num_samples = max(1, round(args.seconds * cfg.sample_rate))
     prompt = None
     if args.prompt is not None:
-        # validate everything before generating or writing anything
         wav, _ = load_audio(args.prompt, sample_rate=cfg.sample_rate, resample=args.resample)
         prompt = wav
         if prompt.shape[-1] > num_samples:
@@ -101,30 +159,51 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                 f"error: the prompt has {prompt.shape[-1]} samples ({prompt.shape[-1] / cfg.sample_rate:.2f} s), "
                 f"longer than the requested {num_samples} ({args.seconds} s)"
             )
+
+    def sample():
+        generator = torch.Generator().manual_seed(args.seed)
+        out = model.generate(
+            args.batch_size, num_samples, prompt=prompt, temperature=args.temperature, top_p=args.top_p,
+            generator=generator, progress=not args.quiet, num_threads=args.threads, compile=args.compile,
+        )
+        order = list(range(args.batch_size))
+        if args.sort:
+            order = sorted(order, key=lambda i: -float(out.log_likelihood[i]))
+        return out.waveform[order], [f"  bits/sample={float(out.bits_per_sample[i]):.4f}" for i in order]
+
+    return sample
+
+
+#: how ``sashimi generate`` samples from each model type (a family that can generate adds its line): a
+#: function (model, args) that validates the inputs and returns the sampling function
+GENERATORS = {"sashimi-lm": _generate_lm}
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    _positive(args.seconds, "--seconds")
+    _positive(args.temperature, "--temperature")
+    if not 0 < args.top_p <= 1:
+        raise SystemExit(f"error: --top-p must be in (0, 1], got {args.top_p}")
+    if args.batch_size < 1:
+        raise SystemExit("error: --batch-size must be >= 1")
+    if args.threads < 1:
+        raise SystemExit("error: --threads must be >= 1")
     if args.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise SystemExit("error: --plot needs matplotlib: pip install 'sashimi-audio[plot]'") from None
-    generator = torch.Generator().manual_seed(args.seed)
-    out = model.generate(
-        args.batch_size, num_samples, prompt=prompt, temperature=args.temperature, top_p=args.top_p,
-        generator=generator, progress=not args.quiet, num_threads=args.threads, compile=args.compile,
-    )
-    order = list(range(args.batch_size))
-    if args.sort:
-        order = sorted(order, key=lambda i: -float(out.log_likelihood[i]))
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for rank, i in enumerate(order):
-        path = out_dir / f"sample_{rank:03d}.wav"
-        save_audio(path, out.waveform[i], cfg.sample_rate)
-        line = f"{path}  bits/sample={float(out.bits_per_sample[i]):.4f}"
-        if args.plot:
-            png = path.with_suffix(".png")
-            _plot_spectrogram(out.waveform[i], cfg.sample_rate, png)
-            line += f"  {png.name}"
-        print(line)
+    model = _load_model(args.model)
+    mtype = model.config.model_type
+    if mtype not in GENERATORS:
+        raise SystemExit(
+            f"error: {args.model} is a {mtype!r} model ({type(model).__name__}), which `sashimi generate` cannot "
+            f"sample from (it can: {sorted(GENERATORS)}); score audio with it in Python instead"
+        )
+    sample = GENERATORS[mtype](model, args)  # validates the inputs
+    old = _prepare_out(Path(args.out), args.overwrite)  # before anything is generated
+    waves, notes = sample()
+    _write_samples(args, waves, model.config.sample_rate, notes, old)
     return 0
 
 
@@ -144,7 +223,7 @@ def _plot_spectrogram(wave, sample_rate: int, path: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sashimi.hub import BUNDLED_NAME
+    from sashimi.hub.registry import BUNDLED_NAME
 
     parser = argparse.ArgumentParser(prog="sashimi", description="SaShiMi raw-waveform audio models")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -159,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--batch-size", type=int, default=4)
     gen.add_argument("--prompt", default=None, help="a WAV file whose audio starts every sample")
     gen.add_argument("--resample", action="store_true", help="resample a prompt at another sample rate")
-    gen.add_argument("--out", default="samples", help="output folder")
+    gen.add_argument("--out", default="samples", help="output folder (must be empty, unless --overwrite)")
+    gen.add_argument("--overwrite", action="store_true",
+                     help="write into a non-empty --out folder, replacing its sample_* files")
     gen.add_argument("--temperature", type=float, default=1.0)
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--seed", type=int, default=0)

@@ -46,10 +46,11 @@ import shutil
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,16 +66,16 @@ from sashimi.models.lm import SaShiMiLM, SaShiMiLMConfig
 __all__ = [
     "PRESETS",
     "SCHEDULES",
+    "LRSchedule",
     "TrainConfig",
     "TrainPreset",
     "TrainResult",
-    "LRSchedule",
-    "train",
+    "checkpoint_dirs",
     "evaluate",
+    "load_train_config",
     "model_config",
     "resolve_config",
-    "load_train_config",
-    "checkpoint_dirs",
+    "train",
 ]
 
 SCHEDULES = ("plateau", "cosine", "constant")
@@ -251,7 +252,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -473,7 +474,7 @@ def _setup_distributed(device: str | None) -> _Dist:
         # imports it. Imported after init_process_group, it keeps the group alive past destroy_process_group, to be
         # torn down during interpreter shutdown, where gloo now and then aborts the process (exit code -6 after a
         # finished run). Imported first, it binds None and destroy_process_group really joins the group's threads.
-        import torch.distributed.nn.functional  # noqa: F401
+        import torch.distributed.nn.functional
 
         use_cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
         if use_cuda:
@@ -617,7 +618,7 @@ def _load_trainer_state(ckpt: Path) -> dict[str, Any]:
     path = ckpt / TRAINER_STATE_NAME
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
+    except Exception as err:
         raise ValueError(f"cannot read the training state {path} (truncated or not written by sashimi train): {err}") from err
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ValueError(f"{path} is not a sashimi training state (format {STATE_FORMAT})")
@@ -626,7 +627,7 @@ def _load_trainer_state(ckpt: Path) -> dict[str, Any]:
 
 def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     keys = sorted(set(a) | set(b))
-    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+    norm = lambda v: list(v) if isinstance(v, tuple) else v
     return [f"{k}: checkpoint {norm(a.get(k))!r}, requested {norm(b.get(k))!r}" for k in keys
             if norm(a.get(k)) != norm(b.get(k))]
 

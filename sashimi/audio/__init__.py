@@ -33,8 +33,9 @@ from __future__ import annotations
 import math
 import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch

@@ -11,13 +11,13 @@ from sashimi.convert.state_spaces import (
 )
 
 __all__ = [
-    "convert_standalone_state_dict",
-    "detilde",
-    "standalone_config",
     "VARIANTS",
     "UnsafeCheckpointError",
+    "convert_standalone_state_dict",
     "convert_state_spaces_state_dict",
     "detect_layout",
+    "detilde",
     "read_checkpoint",
+    "standalone_config",
     "variant_config",
 ]

@@ -7,7 +7,7 @@ import torch
 from sashimi.kernels._backend import resolve_backend
 from sashimi.kernels._checks import check_tensor, chunk_size
 
-__all__ = ["cauchy", "cauchy_ref", "CauchyFn"]
+__all__ = ["CauchyFn", "cauchy", "cauchy_ref"]
 
 
 def _validate(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor) -> None:

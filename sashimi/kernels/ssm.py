@@ -11,14 +11,14 @@ from sashimi.kernels.cauchy import cauchy
 from sashimi.kernels.vandermonde import vandermonde
 
 __all__ = [
-    "ssm_kernel",
-    "ssm_kernel_ref",
+    "bilinear",
+    "c_tilde",
+    "discretize_diag",
     "dplr_matrix",
     "full_pairs",
-    "bilinear",
-    "discretize_diag",
+    "ssm_kernel",
+    "ssm_kernel_ref",
     "truncation_factor",
-    "c_tilde",
 ]
 
 DISCRETIZATIONS = ("zoh", "bilinear")

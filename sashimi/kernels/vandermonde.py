@@ -10,12 +10,12 @@ from sashimi.kernels._backend import resolve_backend
 from sashimi.kernels._checks import check_length, check_tensor, real_dtype
 
 __all__ = [
+    "VandermondeFn",
+    "VandermondeTransposeFn",
     "vandermonde",
     "vandermonde_ref",
     "vandermonde_transpose",
     "vandermonde_transpose_ref",
-    "VandermondeFn",
-    "VandermondeTransposeFn",
 ]
 
 

@@ -41,7 +41,7 @@ class S4State:
     def mode(self) -> str:
         return self.consts.mode
 
-    def clone(self) -> "S4State":
+    def clone(self) -> S4State:
         """A copy whose state tensor is independent (the constants are shared, read-only)."""
         return S4State(self.x.clone(), self.consts, self.rate, self.dtype)
 
@@ -268,7 +268,7 @@ class S4Block(nn.Module):
         consts = self.kernel.step_constants(mode, rate, dtype=dtype, tol=tol, on_fail=on_fail)
         # copies: the constants are shared by every state made from them and must never alias a
         # parameter (S4D's dC can be a view of C), which an optimizer step would change under them
-        move = lambda t: None if t is None else t.to(device, copy=True)  # noqa: E731
+        move = lambda t: None if t is None else t.to(device, copy=True)
         consts = replace(
             consts, tensors={k: v.to(device, copy=True) for k, v in consts.tensors.items()},
             to_full=move(consts.to_full), from_full=move(consts.from_full),

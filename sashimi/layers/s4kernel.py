@@ -11,7 +11,7 @@ from torch import nn
 
 from sashimi.kernels import bilinear, discretize_diag, dplr_matrix, full_pairs, ssm_kernel, vandermonde
 
-__all__ = ["S4Kernel", "StepConstants", "hippo_legs_dplr", "SSM_PARAM_NAMES", "STEP_MODES"]
+__all__ = ["SSM_PARAM_NAMES", "STEP_MODES", "S4Kernel", "StepConstants", "hippo_legs_dplr"]
 
 #: parameters of S4Kernel that belong to the SSM optimizer group (lower lr, no weight decay)
 SSM_PARAM_NAMES = ("log_dt", "A_real_log", "A_imag", "B", "P", "Q")
@@ -103,7 +103,7 @@ class StepConstants:
         """The complex dtype of the state these constants step."""
         return next(t.dtype for t in self.tensors.values() if t.is_complex())
 
-    def to(self, dtype: torch.dtype) -> "StepConstants":
+    def to(self, dtype: torch.dtype) -> StepConstants:
         cdt = torch.complex64 if dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.complex128
         rdt = torch.float32 if cdt == torch.complex64 else torch.float64
 

@@ -21,7 +21,7 @@ blocked tree sum over M in the working precision (float32 or float64), like PyTo
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import triton

@@ -31,7 +31,6 @@ import triton
 import triton.language as tl
 
 from sashimi.kernels.triton import _common
-from sashimi.kernels.triton._common import kahan_add as _kahan
 from sashimi.kernels.triton._common import (
     Rows,
     as_real,
@@ -42,8 +41,9 @@ from sashimi.kernels.triton._common import (
     reduce_to,
     work_real_dtype,
 )
+from sashimi.kernels.triton._common import kahan_add as _kahan
 
-__all__ = ["vandermonde_fwd", "vandermonde_bwd", "vandermonde_transpose_fwd", "vandermonde_transpose_bwd"]
+__all__ = ["vandermonde_bwd", "vandermonde_fwd", "vandermonde_transpose_bwd", "vandermonde_transpose_fwd"]
 
 
 @triton.jit

@@ -2,4 +2,4 @@
 
 from sashimi.models.baselines.wavenet import PAPER_WRAPPER_PARAMETERS, WaveNet, WaveNetConfig, wavenet_paper
 
-__all__ = ["WaveNet", "WaveNetConfig", "wavenet_paper", "PAPER_WRAPPER_PARAMETERS"]
+__all__ = ["PAPER_WRAPPER_PARAMETERS", "WaveNet", "WaveNetConfig", "wavenet_paper"]
