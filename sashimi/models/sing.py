@@ -22,7 +22,7 @@ and decoder under the spectral loss); :func:`train_phase` runs one phase over a 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 
 from sashimi.data.nsynth import VELOCITY_MAPPINGS, map_velocity
 from sashimi.losses.spectral import SpectralLoss
-from sashimi.models.config import SaShiMiConfig
+from sashimi.models.base import PretrainedModel, register_model
+from sashimi.models.config import ModelConfig, SaShiMiConfig
 from sashimi.models.sashimi import BiSaShiMi, SaShiMi
 
 __all__ = [
@@ -59,7 +60,7 @@ def _is_int(v: object) -> bool:
 
 
 @dataclass
-class SINGConfig:
+class SINGConfig(ModelConfig):
     """Hyperparameters of :class:`SING` (defaults: the paper's sizes with NSynth's tables and dense velocity ids;
     ``sing_preset("nsynth-sing")`` is exactly the paper's model, with SING's 6 velocity ids).
 
@@ -179,28 +180,6 @@ class SINGConfig:
     def input_size(self) -> int:
         """Width of the concatenated label embeddings per frame (30)."""
         return self.instrument_dim + self.pitch_dim + self.velocity_dim + self.time_dim
-
-    # ---- serialisation ----------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly dict (``s4_pool`` as a list), with ``model_type``."""
-        d = asdict(self)
-        d["s4_pool"] = list(self.s4_pool)
-        return {"model_type": self.model_type, **d}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SINGConfig:
-        """Build from :meth:`to_dict` output; unknown fields or another ``model_type`` raise ValueError."""
-        if not isinstance(d, dict):
-            raise TypeError(f"from_dict needs a dict, got {type(d).__name__}")
-        d = dict(d)
-        model_type = d.pop("model_type", cls.model_type)
-        if model_type != cls.model_type:
-            raise ValueError(f"model_type must be {cls.model_type!r} for SINGConfig, got {model_type!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown SINGConfig field(s): {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
 
 
 #: Named configurations. "nsynth-sing": the paper's model with SING's velocity ids (63,747,929 parameters in
@@ -324,11 +303,13 @@ class FrameEncoder(nn.Module):
 
 
 def _labels(value: object, name: str, size: int) -> Tensor:
-    """An int or integer tensor of label ids in [0, size) -> int64 tensor (B,)."""
+    """An int, a list of ints or an integer tensor of label ids in [0, size) -> int64 tensor (B,)."""
     if _is_int(value):
         value = torch.tensor([value])
+    elif isinstance(value, (list, tuple)) and all(_is_int(v) for v in value):
+        value = torch.tensor(value, dtype=torch.long)
     if not isinstance(value, Tensor) or value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
-        raise TypeError(f"{name} must be an int or an integer tensor of label ids, got "
+        raise TypeError(f"{name} must be an int, a list of ints or an integer tensor of label ids, got "
                         f"{getattr(value, 'dtype', type(value).__name__)}")
     value = value.reshape(-1).long()
     if value.numel() == 0:
@@ -404,29 +385,32 @@ class SequenceGenerator(nn.Module):
         return self.output(y).transpose(1, 2), state  # (B, dimension, length)
 
 
-class SING(nn.Module):
+@register_model
+class SING(PretrainedModel, nn.Module):
     """SING: labels -> :class:`SequenceGenerator` -> :class:`FrameDecoder` -> note waveform.
 
     ``model(instrument, pitch, velocity)`` -> (B, note_length) (64000 samples at 16 kHz for the paper sizes);
     labels are ints or integer tensors (B,) of ids in range of the tables. :meth:`generate` runs many notes in
-    batches without gradients. The paper configuration has 63,747,929 parameters.
+    batches without gradients. The paper configuration has 63,747,929 parameters. Saved and loaded with
+    ``save_pretrained`` / ``from_pretrained`` / ``sashimi.load_model`` (``model_type`` "sing").
 
     Args:
-        config: a :class:`SINGConfig` (default: the paper's model).
+        config: a :class:`SINGConfig` or its dict (default: ``SINGConfig()``, the paper's sizes).
     """
 
-    def __init__(self, config: SINGConfig | None = None) -> None:
+    config_class = SINGConfig
+    card_tags = ("audio", "music", "sing", "nsynth", "s4", "sashimi-audio")
+
+    def __init__(self, config: SINGConfig | dict | None = None) -> None:
         super().__init__()
-        config = SINGConfig() if config is None else config
-        if not isinstance(config, SINGConfig):
-            raise TypeError(f"config must be a SINGConfig, got {type(config).__name__}")
+        config = self._coerce_config(config)
         self.config = config
         self.generator = SequenceGenerator(config)
         self.decoder = FrameDecoder(config.dimension, config.channels, config.kernel_size, config.stride,
                                     config.context_size, config.rewrite_layers)
 
     def check_labels(self, instrument: Any, pitch: Any, velocity: Any) -> tuple[Tensor, Tensor, Tensor]:
-        """Labels (ints or integer tensors) as int64 (B,) on the model's device, size-1 labels broadcast;
+        """Labels (ints, lists of ints or integer tensors) as int64 (B,) on the model's device, size-1 labels broadcast;
         ValueError naming the label when out of range."""
         c = self.config
         ids = [_labels(instrument, "instrument", c.num_instruments), _labels(pitch, "pitch", c.num_pitches),
@@ -473,9 +457,12 @@ class SING(nn.Module):
         generator = (f"a {c.lstm_layers}-layer LSTM ({c.lstm_hidden})" if c.sequence_model == "lstm" else
                      f"a {'bidirectional ' if c.s4_bidirectional else ''}S4 / SaShiMi stack (d_model {c.s4_d_model}, "
                      f"{c.s4_n_layers} layers per tier, pool {list(c.s4_pool)})")
-        return (f"SING note synthesizer: (instrument, pitch, velocity) labels -> {generator} -> a frame decoder "
-                f"(channels {c.channels}, {c.kernel_size}-sample Hann^2 frames every {c.stride}); "
-                f"{c.note_length / c.sample_rate:g} s notes at {c.sample_rate} Hz.")
+        return ("A [SING](https://arxiv.org/abs/1810.09785) note synthesizer (Défossez et al., NeurIPS 2018): "
+                f"(instrument, pitch, velocity) labels -> {generator} -> a frame decoder (channels {c.channels}, "
+                f"{c.kernel_size}-sample Hann^2 frames every {c.stride} samples); "
+                f"{c.note_length / c.sample_rate:g} s notes at {c.sample_rate} Hz; label tables: "
+                f"{c.num_instruments} instruments, {c.num_pitches} pitches, {c.num_velocities} velocity ids "
+                f"({c.velocity_mapping!r} mapping of MIDI velocities).")
 
 
 class SINGAutoencoder(nn.Module):
@@ -487,6 +474,8 @@ class SINGAutoencoder(nn.Module):
     def __init__(self, config: SINGConfig | None = None) -> None:
         super().__init__()
         config = SINGConfig() if config is None else config
+        if not isinstance(config, SINGConfig):
+            raise TypeError(f"config must be a SINGConfig, got {type(config).__name__}")
         self.config = config
         self.encoder = FrameEncoder(config.dimension, config.channels, config.kernel_size, config.stride,
                                     config.rewrite_layers)

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from sashimi.data.nsynth import NSynth, write_synthetic_nsynth
 from sashimi.losses import SpectralLoss
+from sashimi.models import load_model
 from sashimi.models.sing import (
     SING,
     FrameDecoder,
@@ -142,7 +143,7 @@ def test_labels_out_of_range_and_bad_config() -> None:
         model(torch.tensor([0, 0]), torch.tensor([-1, 60]), torch.tensor([0, 0]))
     with pytest.raises(ValueError, match="velocity"):
         model(0, 60, 5)
-    with pytest.raises(TypeError, match="pitch must be an int or an integer tensor"):
+    with pytest.raises(TypeError, match="pitch must be an int, a list of ints or an integer tensor"):
         model(0, 60.0, 0)
     with pytest.raises(ValueError, match="same batch size"):
         model(torch.tensor([0, 1]), torch.tensor([60, 61, 62]), torch.tensor([0, 1]))
@@ -167,7 +168,7 @@ def test_config_round_trip() -> None:
     assert SINGConfig.from_dict(d) == c
     with pytest.raises(ValueError, match="unknown SINGConfig field"):
         SINGConfig.from_dict({**d, "hidden": 3})
-    with pytest.raises(ValueError, match="model_type"):
+    with pytest.raises(ValueError, match="model type 'lm'"):
         SINGConfig.from_dict({**d, "model_type": "lm"})
     # an s4 backbone with pooling pads the 31 frames to a multiple of 4 and crops them again
     model = SING(c)
@@ -256,3 +257,23 @@ def test_sequence_phase_truncated_backpropagation() -> None:
         assert len(calls) == expected_steps
     with pytest.raises(ValueError, match="embeddings must have shape"):
         sequence_steps(model.generator, labels, target[..., :5], None)
+
+
+@pytest.mark.parametrize("sequence_model", ["lstm", "s4"])
+def test_save_and_load_round_trip(tmp_path, sequence_model) -> None:
+    """save_pretrained writes model_type "sing"; SING.from_pretrained and sashimi.load_model give the same notes."""
+    torch.manual_seed(0)
+    model = SING(_tiny(sequence_model)).eval()
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == "sing" and saved["sequence_model"] == sequence_model
+    assert "SING" in (tmp_path / "README.md").read_text()
+    for loaded in (SING.from_pretrained(tmp_path), load_model(tmp_path)):
+        assert type(loaded) is SING and loaded.config == model.config
+        torch.testing.assert_close(loaded.generate([0, 2], 60, 1), model.generate([0, 2], 60, 1), rtol=0, atol=0)
+    # the decoder's window is rebuilt, not saved
+    assert not any(k.endswith("window") for k in model.state_dict())
+    saved["hidden"] = 3
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="unknown SINGConfig field"):
+        SING.from_pretrained(tmp_path)
