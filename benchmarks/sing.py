@@ -112,7 +112,7 @@ def training_throughput(seconds: float, steps: int) -> None:
         print(f"| {seq} | {rate:.1f} | {16 * steps / cpu:.1f} | {rate / base:.2f} |")
 
 
-def held_out(notes: Path, steps: int, batch_size: int, note_samples: int) -> None:
+def held_out(notes: Path, steps: int, batch_size: int, note_samples: int, lr: float) -> None:
     data = NSynth(notes, pad=0, velocity_mapping="dense")
     train, _, test = data.split()
     card = data.cardinalities
@@ -121,7 +121,7 @@ def held_out(notes: Path, steps: int, batch_size: int, note_samples: int) -> Non
     pad = sing_preset("tiny-sing", **kw).pad
     print(f"\n## Held-out spectral loss: {len(data)} notes in {notes} ({len(train)} train, {len(test)} test; "
           f"SING's split), first {note_samples} samples of each note, tiny preset, batch {batch_size}, "
-          f"{steps} steps per phase\n")
+          f"{steps} steps per phase, Adam lr {lr}\n")
 
     def crop(items: list[dict]) -> dict:
         batch = default_collate(items)
@@ -133,29 +133,38 @@ def held_out(notes: Path, steps: int, batch_size: int, note_samples: int) -> Non
     torch.manual_seed(0)
     ae = SINGAutoencoder(sing_preset("tiny-sing", **kw))
     t0 = time.perf_counter()
-    ae_losses = train_phase("autoencoder", ae, loader, steps=steps, progress=False)
+    ae_losses = train_phase("autoencoder", ae, loader, steps=steps, lr=lr)
     print(f"autoencoder: train loss {ae_losses[0]:.3f} -> {ae_losses[-1]:.3f} ({time.perf_counter() - t0:.0f} s)\n")
     print("| generator | params | train spectral L1 | test spectral L1 (unseen pairs) | training s |")
     print("|---|---|---|---|---|")
     loss_fn = SpectralLoss()
-    for seq in ("lstm", "s4"):
-        torch.manual_seed(0)
-        model = SING(sing_preset("tiny-sing", sequence_model=seq, **kw))
-        model.decoder.load_state_dict(ae.decoder.state_dict())
-        t0 = time.perf_counter()
-        train_phase("sequence", model, loader, steps=steps, encoder=ae.encoder)
-        train_phase("end2end", model, loader, steps=steps)
-        elapsed = time.perf_counter() - t0
-        model.eval()
+
+    def evaluate(predict) -> list[float]:
+        """Mean spectral L1 of ``predict(batch)`` against the target on up to 64 train and 64 test notes."""
         scores = []
         for subset in (train, test):
             sub = Subset(subset.dataset, subset.indices[:64])
             total, n = 0.0, 0
             with torch.no_grad():
                 for batch in DataLoader(sub, batch_size=32, collate_fn=crop):
-                    total += end2end_step(model, batch, loss_fn)["loss"].item() * len(batch["wav"])
-                    n += len(batch["wav"])
+                    target = batch["wav"][:, ae.config.strip:-ae.config.strip]
+                    total += loss_fn(predict(batch), target).item() * len(target)
+                    n += len(target)
             scores.append(total / n)
+        return scores
+
+    silence = evaluate(lambda batch: torch.zeros(len(batch["wav"]), ae.config.decoder_length))
+    print(f"| silence (reference) | 0 | {silence[0]:.3f} | {silence[1]:.3f} | 0 |")
+    for seq in ("lstm", "s4"):
+        torch.manual_seed(0)
+        model = SING(sing_preset("tiny-sing", sequence_model=seq, **kw))
+        model.decoder.load_state_dict(ae.decoder.state_dict())
+        t0 = time.perf_counter()
+        train_phase("sequence", model, loader, steps=steps, lr=lr, encoder=ae.encoder)
+        train_phase("end2end", model, loader, steps=steps, lr=lr)
+        elapsed = time.perf_counter() - t0
+        model.eval()
+        scores = evaluate(lambda batch, m=model: m(batch["instrument"], batch["pitch"], batch["velocity"], crop=False))
         n_params = sum(p.numel() for p in model.parameters())
         print(f"| {seq} | {n_params:,} | {scores[0]:.3f} | {scores[1]:.3f} | {elapsed:.0f} |")
 
@@ -167,6 +176,7 @@ def main() -> None:
     ap.add_argument("--notes", type=Path, default=None, help="NSynth-layout notes for the held-out comparison")
     ap.add_argument("--steps", type=int, default=60, help="steps per phase in the held-out comparison")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate of every phase (SING: 3e-4)")
     ap.add_argument("--note-samples", type=int, default=16384, help="samples kept from each note (NSynth: 64000)")
     ap.add_argument("--skip-speed", action="store_true", help="only the held-out comparison")
     ap.add_argument("--quick", action="store_true", help="smoke run")
@@ -178,7 +188,7 @@ def main() -> None:
         generation(args.seconds, [1, 4] if args.quick else [1, 64], 1 if args.quick else 2, args.quick)
         training_throughput(args.seconds, 1 if args.quick else 5)
     if args.notes is not None:
-        held_out(args.notes, 3 if args.quick else args.steps, args.batch_size, args.note_samples)
+        held_out(args.notes, 3 if args.quick else args.steps, args.batch_size, args.note_samples, args.lr)
 
 
 if __name__ == "__main__":
