@@ -125,7 +125,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from sashimi.train import run_cli
+    from sashimi.training.command import run_cli
 
     return run_cli(args)
 
@@ -204,6 +204,55 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     old = _prepare_out(Path(args.out), args.overwrite)  # before anything is generated
     waves, notes = sample()
     _write_samples(args, waves, model.config.sample_rate, notes, old)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    import torch
+
+    from sashimi.data.labelled import load_clips
+    from sashimi.metrics import evaluate_folders, evaluation_table, write_report
+
+    classifier = _load_model(args.classifier)
+    if not hasattr(classifier, "classify"):
+        raise SystemExit(f"error: --classifier {args.classifier} is a {classifier.config.model_type!r} model, not a "
+                         "classifier (train one with `sashimi train --task classifier`)")
+    ccfg = classifier.config
+    nll_bits, lls = None, None
+    if args.model is not None:
+        lm = _load_model(args.model)
+        if not hasattr(lm, "log_likelihood"):
+            raise SystemExit(f"error: --model {args.model} is a {lm.config.model_type!r} model, which gives no "
+                             "likelihood (an autoregressive model is needed)")
+        rate = lm.config.sample_rate
+
+        def bits(folder: str) -> torch.Tensor:
+            clips, _ = load_clips(folder, rate, ccfg.num_samples, resample=args.resample, progress=not args.quiet)
+            return torch.cat([lm.log_likelihood(c) for c in clips.split(args.batch_size)]).double()  # (N,)
+
+        nll_bits = float(bits(args.reference).mean())  # the paper's NLL: held-out (reference) clips
+        if args.protocol == "autoregressive":
+            lls = -bits(args.samples)  # higher is more likely
+    elif args.protocol == "autoregressive":
+        raise SystemExit("error: --protocol autoregressive needs --model (the likelihoods sort the samples)")
+    with_ndb = importlib.util.find_spec("sklearn") is not None and not args.no_ndb
+    if not with_ndb and not args.no_ndb:
+        print("note: NDB skipped (scikit-learn is not installed: pip install 'sashimi-audio[metrics]')",
+              file=sys.stderr)
+    result = evaluate_folders(
+        classifier.classify, args.samples, args.reference, sample_rate=ccfg.sample_rate,
+        num_samples=ccfg.num_samples, resample=args.resample, progress=not args.quiet, protocol=args.protocol,
+        log_likelihoods=lls, reproduce_official_bug=args.reproduce_official_selection, nll_bits=nll_bits,
+        with_ndb=with_ndb, ndb_clusters=args.ndb_clusters, batch_size=args.batch_size,
+    )
+    try:
+        json_path, md_path = write_report(result, args.out)
+    except OSError as err:
+        raise SystemExit(f"error: writing the report into {args.out} failed: {err.strerror or err}") from None
+    print(evaluation_table(result))
+    print(f"\nwrote {json_path} and {md_path}")
     return 0
 
 
@@ -286,10 +335,29 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
     push.set_defaults(func=_cmd_push)
 
-    from sashimi.train import add_train_arguments
+    ev = sub.add_parser("evaluate", help="score generated clips against reference clips with a classifier "
+                        "(FID, IS, mIS, AM, NDB; NLL with --model)")
+    ev.add_argument("--classifier", required=True, help="a classifier model folder (model_type sc09-classifier)")
+    ev.add_argument("--samples", required=True, help="folder of generated clips")
+    ev.add_argument("--reference", required=True, help="folder of reference (test-set) clips")
+    ev.add_argument("--protocol", default="diffusion", choices=["diffusion", "autoregressive"],
+                    help="autoregressive: likelihood-sorted samples, window chosen on half (needs --model)")
+    ev.add_argument("--model", default=None, help="an autoregressive model: NLL of the reference clips in bits")
+    ev.add_argument("--out", default="evaluation", help="folder for evaluation.json and evaluation.md")
+    ev.add_argument("--resample", action="store_true", help="resample clips at another sample rate")
+    ev.add_argument("--ndb-clusters", type=int, default=50)
+    ev.add_argument("--no-ndb", action="store_true", help="skip NDB (K-means)")
+    ev.add_argument("--reproduce-official-selection", action="store_true",
+                    help="autoregressive protocol: the official code's window selection (always the last window)")
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    from sashimi.training.command import add_train_arguments
 
     tr = sub.add_parser(
-        "train", help="train a model on a folder of audio (several processes: torchrun --nproc_per_node=K -m sashimi train)"
+        "train", help="train a model (--task lm|wavenet) on a folder of audio (several processes: "
+        "torchrun --nproc_per_node=K -m sashimi train)"
     )
     add_train_arguments(tr)
     tr.set_defaults(func=_cmd_train)

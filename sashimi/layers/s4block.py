@@ -391,7 +391,11 @@ def dense_chunk(
     blocks of T ~ sqrt(L) steps: O(T + L/T) sequential small products instead of L.
 
     Args:
-        dA (H, N, N), dB (H, N), dC (c, H, N) complex; x0 (B, H, N) complex; u (B, H, L) real.
+        dA: (H, N, N) complex transition.
+        dB: (H, N) complex input vector.
+        dC: (c, H, N) complex output vectors.
+        x0: (B, H, N) complex initial state.
+        u: (B, H, L) real input.
 
     Returns:
         y_state (B, c, H, L) real, x_L (B, H, N) complex.

@@ -2,7 +2,8 @@
 saved folder, a Hub repo id or a pretrained name (``config.json`` records the ``model_type``).
 
 Each family registers itself (:func:`sashimi.models.base.register_model`) when its module is imported
-here: ``sashimi-lm`` (:class:`SaShiMiLM`), ``wavenet`` (:class:`~sashimi.models.baselines.WaveNet`).
+here: ``sashimi-lm`` (:class:`SaShiMiLM`), ``wavenet`` (:class:`~sashimi.models.baselines.WaveNet`),
+``sc09-classifier`` (:class:`SC09Classifier`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 from sashimi.hub.registry import resolve_files
 from sashimi.models.base import ModelConfig, PretrainedModel, load_files, model_class, model_types, register_model
 from sashimi.models.baselines import WaveNet, WaveNetConfig
+from sashimi.models.classifier import SC09Classifier, SC09ClassifierConfig
 from sashimi.models.config import SaShiMiConfig, SaShiMiLMConfig
 from sashimi.models.lm import GenerationOutput, SaShiMiLM
 from sashimi.models.sashimi import BiSaShiMi, SaShiMi, SaShiMiState
@@ -31,6 +33,8 @@ __all__ = [
     "SaShiMiState",
     "WaveNet",
     "WaveNetConfig",
+    "SC09Classifier",
+    "SC09ClassifierConfig",
     "load_model",
     "model_class",
     "model_types",
