@@ -132,7 +132,8 @@ class NSynth(Dataset):
         ]
         missing = [n for n in self.names if not self.audio_path(n).is_file()]
         if missing:
-            shown = ", ".join(repr(n) for n in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            shown = ", ".join(repr(n) for n in missing[:5]) + more
             raise FileNotFoundError(f"{len(missing)} note(s) of {self.root / 'examples.json'} have no WAV in "
                                     f"{self.root / 'audio'}: {shown}")
         self.cardinalities = {
@@ -284,7 +285,8 @@ def write_synthetic_nsynth(
                 name = f"synth_{instrument:03d}-{pitch:03d}-{velocity:03d}"
                 wav = harmonic_note(pitch, velocity, instrument, num_samples, sample_rate)
                 sf.write(str(root / "audio" / f"{name}.wav"), wav, sample_rate, subtype="PCM_16")
-                meta[name] = {"note_str": name, "instrument": int(instrument), "instrument_str": f"synth_{instrument:03d}",
-                              "pitch": int(pitch), "velocity": int(velocity), "sample_rate": sample_rate}
+                meta[name] = {"note_str": name, "instrument": int(instrument),
+                              "instrument_str": f"synth_{instrument:03d}", "pitch": int(pitch),
+                              "velocity": int(velocity), "sample_rate": sample_rate}
     (root / "examples.json").write_text(json.dumps(meta, indent=1))
     return len(meta)
