@@ -105,6 +105,7 @@ class NSynth(Dataset):
     Attributes:
         names: the sorted note names (item ``i`` is ``names[i]``).
         cardinalities: ``{"instrument", "pitch", "velocity"}`` -> 1 + the largest id (SING's table sizes).
+        instrument_names: ``instrument_str`` per instrument id (for ``SINGConfig.instrument_names``).
     """
 
     def __init__(
@@ -136,9 +137,16 @@ class NSynth(Dataset):
             shown = ", ".join(repr(n) for n in missing[:5]) + more
             raise FileNotFoundError(f"{len(missing)} note(s) of {self.root / 'examples.json'} have no WAV in "
                                     f"{self.root / 'audio'}: {shown}")
+        names = {int(meta[n]["instrument"]): str(meta[n].get("instrument_str", "")) for n in self.names}
+        self._instrument_names = names
         self.cardinalities = {
             key: 1 + max(lab[i] for lab in self._labels) for i, key in enumerate(("instrument", "pitch", "velocity"))
         }
+
+    @property
+    def instrument_names(self) -> tuple[str, ...]:
+        """``instrument_str`` of every instrument id up to the largest ('' for ids without notes)."""
+        return tuple(self._instrument_names.get(i, "") for i in range(self.cardinalities["instrument"]))
 
     def audio_path(self, name: str) -> Path:
         """``root/audio/<name>.wav``."""

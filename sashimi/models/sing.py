@@ -82,6 +82,8 @@ class SINGConfig(ModelConfig):
         sample_rate: 16000.
         note_length: samples per generated note (64000; a multiple of ``stride``).
         extra_pad: samples the decoder produces beyond the note on each side, cropped by generation (512).
+        instrument_names: optional name of every instrument id (NSynth's ``instrument_str``; '' for unused ids),
+            for :meth:`SING.label_vocabularies` and generation by name.
         velocity_mapping: how MIDI velocities map to velocity ids ("dense": 0..4, the default for new models;
             "sing": SING's table, ids {0,1,2,4,5}, which its released model needs), see :mod:`sashimi.data.nsynth`.
         config_version: format version of this config.
@@ -116,6 +118,7 @@ class SINGConfig(ModelConfig):
     note_length: int = 64000
     extra_pad: int = 512
     velocity_mapping: str = "dense"
+    instrument_names: tuple[str, ...] = ()
     config_version: int = 1
 
     def __post_init__(self) -> None:
@@ -139,6 +142,13 @@ class SINGConfig(ModelConfig):
         if self.velocity_mapping not in VELOCITY_MAPPINGS:
             raise ValueError(f"velocity_mapping must be one of {sorted(VELOCITY_MAPPINGS)}, got "
                              f"{self.velocity_mapping!r}")
+        if not isinstance(self.instrument_names, (list, tuple)) or not all(
+                isinstance(n, str) for n in self.instrument_names):
+            raise TypeError(f"instrument_names must be a list of str, got {self.instrument_names!r}")
+        self.instrument_names = tuple(self.instrument_names)
+        if self.instrument_names and len(self.instrument_names) != self.num_instruments:
+            raise ValueError(f"instrument_names has {len(self.instrument_names)} names for num_instruments="
+                             f"{self.num_instruments} (give one per id, '' for unused ids, or none)")
         if self.kernel_size % self.stride or self.kernel_size < 2 * self.stride:
             raise ValueError(f"kernel_size ({self.kernel_size}) must be a multiple of stride ({self.stride}) and at "
                              "least twice it")
@@ -426,6 +436,27 @@ class SING(PretrainedModel, nn.Module):
     def velocity_id(self, midi_velocity: int) -> int:
         """MIDI velocity (25, 50, 75, 100 or 127) -> velocity id under ``config.velocity_mapping``."""
         return map_velocity(midi_velocity, self.config.velocity_mapping)
+
+    def instrument_id(self, instrument: int | str) -> int:
+        """An instrument id, or the id of an instrument name of ``config.instrument_names``."""
+        if isinstance(instrument, str):
+            names = self.config.instrument_names
+            if instrument not in names or not instrument:
+                raise ValueError(f"unknown instrument name {instrument!r}" + (
+                    f"; e.g. {[n for n in names if n][:5]}" if names else " (this model has no instrument names)"))
+            return names.index(instrument)
+        return int(_labels(instrument, "instrument", self.config.num_instruments)[0])
+
+    def label_vocabularies(self) -> dict[str, Any]:
+        """What each label means: ``{"instrument": {id: name} (or the id range), "pitch": MIDI range,
+        "velocity": {MIDI velocity: id}}`` (for ``sashimi info``)."""
+        c = self.config
+        names = {i: n for i, n in enumerate(c.instrument_names) if n}
+        return {
+            "instrument": names or f"ids 0..{c.num_instruments - 1}",
+            "pitch": f"MIDI pitches 0..{c.num_pitches - 1}",
+            "velocity": dict(VELOCITY_MAPPINGS[c.velocity_mapping]),
+        }
 
     def embed(self, instrument: Any, pitch: Any, velocity: Any) -> Tensor:
         """Frame embeddings (B, dimension, num_frames) of the labels."""

@@ -277,3 +277,22 @@ def test_save_and_load_round_trip(tmp_path, sequence_model) -> None:
     (tmp_path / "config.json").write_text(json.dumps(saved))
     with pytest.raises(ValueError, match="unknown SINGConfig field"):
         SING.from_pretrained(tmp_path)
+
+
+def test_label_vocabularies_and_instrument_names(tmp_path) -> None:
+    write_synthetic_nsynth(tmp_path, instruments=(0, 2), pitches=(60,), velocities=(50,), num_samples=2048)
+    data = NSynth(tmp_path, pad=0, num_samples=2048)
+    assert data.instrument_names == ("synth_000", "", "synth_002")
+    c = _tiny(num_instruments=3, instrument_names=data.instrument_names)
+    model = SING(c)
+    assert model.instrument_id("synth_002") == 2 and model.instrument_id(1) == 1
+    with pytest.raises(ValueError, match="unknown instrument name 'piano'"):
+        model.instrument_id("piano")
+    with pytest.raises(ValueError, match=r"instrument ids must lie in \[0, 3\)"):
+        model.instrument_id(3)
+    vocab = model.label_vocabularies()
+    assert vocab["instrument"] == {0: "synth_000", 2: "synth_002"}
+    assert vocab["velocity"] == {25: 0, 50: 1, 75: 2, 100: 3, 127: 4}
+    assert SINGConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    with pytest.raises(ValueError, match="instrument_names has 2 names"):
+        _tiny(num_instruments=3, instrument_names=["a", "b"])
