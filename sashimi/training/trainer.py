@@ -7,7 +7,8 @@
 * data: the task's datasets, sharded by a :class:`~torch.utils.data.distributed.DistributedSampler` (one
   replica when not distributed); items are deterministic given the seed, the epoch and the index;
 * optimizer: AdamW with the SSM parameter groups (:func:`sashimi.optim.param_groups`: the SSM parameters get
-  ``ssm_lr`` and no weight decay), gradient-norm clipping;
+  ``ssm_lr`` and no weight decay), gradient-norm clipping; one update per step, or one per update that the
+  task's :meth:`~sashimi.training.tasks.Task.train_updates` yields for the step's batch (truncated BPTT);
 * schedule (:class:`~sashimi.training.schedule.LRSchedule`): 'plateau' (the paper's: the rate is multiplied
   by ``plateau_factor`` when the task's evaluation metric has not improved for ``plateau_patience``
   evaluations), 'cosine' or 'constant'; warmup applies to all three;
@@ -459,6 +460,7 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
     task, _ = preset_of(cfg)
     device = _pick_device(cfg, dist)
     mcfg = model_config(cfg)
+    task.configure(cfg, mcfg)
     run = Path(cfg.out)
     show = cfg.progress and dist.main
 
@@ -631,41 +633,49 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
             for batch in loader:
                 _seed_step(cfg.seed, dist.rank, step)
                 batch = _to_device(batch, device)
-                try:
-                    with amp():
-                        out = task.train_step(model, batch)
-                except ValueError as err:
-                    # the task's own batches are valid: a non-finite value inside the model is the weights' doing
-                    if not _all_finite(core) or _NON_FINITE.search(str(err)):
-                        raise diverged(step + 1, f"a value inside the model ({err}) is", step) from err
-                    raise
-                loss = out["loss"]
-                loss_value = float(loss.detach())
-                finite = math.isfinite(loss_value)
-                if dist.world > 1:
-                    finite = dist.sum([float(not finite)], device)[0] == 0
-                if not finite:
-                    what = f"the loss ({loss_value}) is"
-                    raise diverged(step + 1, what, step)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
-                else:
-                    norm = math.nan
-                optimizer.step()
-                task.after_step(core)
+                updates = task.train_updates(model, batch)  # one optimizer update per yielded loss
+                # the weights of the last checkpoint gave a non-finite value only at the batch's first update
+                from_ckpt: int | None = step
+                while True:
+                    try:
+                        with amp():
+                            out = next(updates, None)
+                    except ValueError as err:
+                        # the task's own batches are valid: a non-finite value inside the model is the weights' doing
+                        if not _all_finite(core) or _NON_FINITE.search(str(err)):
+                            raise diverged(step + 1, f"a value inside the model ({err}) is", from_ckpt) from err
+                        raise
+                    if out is None:
+                        break
+                    loss = out["loss"]
+                    loss_value = float(loss.detach())
+                    finite = math.isfinite(loss_value)
+                    if dist.world > 1:
+                        finite = dist.sum([float(not finite)], device)[0] == 0
+                    if not finite:
+                        what = f"the loss ({loss_value}) is"
+                        raise diverged(step + 1, what, from_ckpt)
+                    from_ckpt = None
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip > 0:
+                        norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+                    else:
+                        norm = math.nan
+                    optimizer.step()
+                    task.after_step(core)
+                    count = float(out.get("count", 1.0))
+                    for j, k in enumerate(task.train_metrics):
+                        value = out[k].detach() if isinstance(out[k], torch.Tensor) else out[k]
+                        acc[j] += float(value) * count
+                    acc[-1] += count
+                    acc_norm += norm
+                    acc_steps += 1
                 step += 1
                 batch_in_epoch += 1
                 if batch_in_epoch >= batches_per_epoch:
                     epoch, batch_in_epoch = epoch + 1, 0
                 schedule.apply(optimizer, step)
-                count = float(out.get("count", 1.0))
-                for j, k in enumerate(task.train_metrics):
-                    acc[j] += float(out[k]) * count
-                acc[-1] += count
-                acc_norm += norm
-                acc_steps += 1
 
                 # no extra evaluation at a stop_at step: it would feed the plateau schedule and the
                 # resumed run would differ from an uninterrupted one

@@ -1,4 +1,4 @@
-"""Training tasks: one per model family (``lm``, ``wavenet``, ``masked``), registered by name for
+"""Training tasks: one per model family (``lm``, ``wavenet``, ``masked``, ``sing``), registered by name for
 ``sashimi train --task``."""
 
 from sashimi.training.tasks.base import (
@@ -13,6 +13,7 @@ from sashimi.training.tasks.base import (
 )
 from sashimi.training.tasks.lm import LMTask
 from sashimi.training.tasks.masked import MaskedTask
+from sashimi.training.tasks.sing import SINGTask
 from sashimi.training.tasks.tokens import TokenTask
 from sashimi.training.tasks.wavenet import WaveNetTask
 
@@ -21,6 +22,7 @@ __all__ = [
     "LMTask",
     "MaskedTask",
     "ModelOption",
+    "SINGTask",
     "Task",
     "TokenTask",
     "TrainPreset",
