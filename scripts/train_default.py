@@ -45,8 +45,9 @@ MODEL = dict(d_model=32, n_layers=2, pool=(4, 4), expand=2, ff=2, d_state=32, bi
              sample_rate=SAMPLE_RATE)
 #: clip seeds per split are disjoint: train 0.., validation 10000.., test 20000..
 SPLIT_SEEDS = {"train": 0, "valid": 10_000, "test": 20_000}
-#: one octave of the pentatonic scale per clip, one note at a time (no note rings into the next)
-OCTAVES, RING = 1, 0.0
+#: one octave of the pentatonic scale on a fixed root (A3: six pitches of 220-440 Hz in all clips), one note at a
+#: time (no note rings into the next): a small set of string lengths that a small model can master
+OCTAVES, RING, ROOT_HZ, ROOT_SPREAD = 1, 0.0, 220.0, 0
 #: sampling temperatures tried, most faithful first; the first whose samples reach TARGET_PERIODICITY
 #: (median over the clips of SELECT_SEED) becomes the stored default in generation.json
 TEMPERATURES = (1.0, 0.9, 0.8, 0.7)
@@ -57,20 +58,21 @@ CHECK_SEEDS = (0, 1, 2, 3)
 CHECK_BATCH = 4
 
 
-def melody(seconds: float, seed: int, octaves: int = OCTAVES, ring: float = RING) -> torch.Tensor:
-    """The clip of one seed: the root note varies with the seed (A2 .. G#3) so the model sees many pitches."""
-    root_hz = 110.0 * 2.0 ** ((seed % 12) / 12)
+def melody(seconds: float, seed: int, octaves: int = OCTAVES, ring: float = RING, root: float = ROOT_HZ,
+           spread: int = ROOT_SPREAD) -> torch.Tensor:
+    """The clip of one seed: the root is ``root`` Hz raised by ``seed % spread`` semitones (``spread`` 0 or 1: fixed)."""
+    root_hz = root * 2.0 ** ((seed % max(1, spread)) / 12)
     return plucked_melody(seconds, SAMPLE_RATE, seed=seed, root=root_hz, octaves=octaves, ring=ring)
 
 
 def write_data(root: Path, clips: int, seconds: float, seed: int, octaves: int = OCTAVES,
-               ring: float = RING) -> dict[str, int]:
+               ring: float = RING, root_hz: float = ROOT_HZ, spread: int = ROOT_SPREAD) -> dict[str, int]:
     """Synthetic plucked-string melodies in ``root/{train,valid,test}``; returns clips per split."""
     counts = {"train": clips, "valid": max(1, clips // 8), "test": max(1, clips // 8)}
     for split, n in counts.items():
         for i in range(n):
             s = seed * 100_000 + SPLIT_SEEDS[split] + i
-            save_audio(root / split / f"clip_{i:04d}.wav", melody(seconds, s, octaves, ring), SAMPLE_RATE)
+            save_audio(root / split / f"clip_{i:04d}.wav", melody(seconds, s, octaves, ring, root_hz, spread), SAMPLE_RATE)
     return counts
 
 
@@ -166,16 +168,21 @@ def quality_report(model: SaShiMiLM, data: Path, held_out: float, seconds: float
     return report, temperature
 
 
+CARD_SECTION = "## Training data and quality"
+
+
 def write_card(folder: Path, report: dict) -> None:
-    """Append the data, training and quality figures of ``training.json`` to the model card."""
+    """Write the data, training and quality figures of ``report`` into the model card (replacing an older copy)."""
     r, q, d = report["results"], report["quality"], report["data"]
-    text = (folder / "README.md").read_text(encoding="utf-8").rstrip("\n")
+    text = (folder / "README.md").read_text(encoding="utf-8").split(CARD_SECTION)[0].rstrip("\n")
+    spread = d["root_spread_semitones"]
+    roots = f"root {d['root_hz']:g} Hz" + (f" raised by 0-{spread - 1} semitones by clip" if spread > 1 else "")
     text += f"""
 
-## Training data and quality
+{CARD_SECTION}
 
 Trained by `scripts/train_default.py` (seed {d['seed']}) on synthetic plucked-string melodies
-(`sashimi.data.plucked_melody`, {d['octaves']} octave(s) of a minor pentatonic scale, root A2 to G#3 by clip,
+(`sashimi.data.plucked_melody`: {d['octaves']} octave(s) of a minor pentatonic scale, {roots},
 one note at a time: `ring={d['ring_seconds']}`), {d['clips']['train']} clips of {d['seconds_per_clip']:g} s,
 for {report['training']['steps']} steps ({r['train_seconds'] / 60:.0f} min on {report['threads']} CPU thread).
 
@@ -185,7 +192,7 @@ for {report['training']['steps']} steps ({r['train_seconds'] / 60:.0f} min on {r
 | unigram baseline | {r['unigram_bits_per_sample']:.3f} bits/sample |
 | samples' NLL ({q['check']}) | {q['samples_bits_per_sample']:.3f} bits/sample |
 | periodicity of the samples (median) | {q['samples_median_periodicity']:.3f} |
-| periodicity of the training clips (median; 8-bit mu-law) | {q['train_data_periodicity']['stored']:.3f} \
+| periodicity of the training clips (median; after 8-bit mu-law) | {q['train_data_periodicity']['stored']:.3f} \
 ({q['train_data_periodicity']['quantized']:.3f}) |
 
 Periodicity (`sashimi.metrics.periodicity`): median over 64 ms frames of the largest normalized
@@ -213,7 +220,7 @@ def evaluate_folder(folder: Path, data: Path, seconds: float) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(DEFAULT_OUT), help="model folder to write (default: the bundled model)")
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--clips", type=int, default=128, help="training clips (validation and test: clips/8 each)")
     p.add_argument("--seconds", type=float, default=4.0, help="length of each clip")
     p.add_argument("--seq-len", type=int, default=1024)
@@ -221,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=4e-3)
     p.add_argument("--octaves", type=int, default=OCTAVES, help="octaves of the pentatonic scale per clip")
     p.add_argument("--ring", type=float, default=RING, help="seconds each note rings into the next (0: one at a time)")
+    p.add_argument("--root", type=float, default=ROOT_HZ, help="lowest root note of the melodies (Hz)")
+    p.add_argument("--root-spread", type=int, default=ROOT_SPREAD,
+                   help="clip k's root is raised by k %% spread semitones (0: the same root in every clip)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (fixed: results depend on it)")
     p.add_argument("--work-dir", default=None, help="keep the data and the run folder here (default: a temp dir)")
@@ -244,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     if run.exists():
         raise SystemExit(f"error: {run} exists; pass another --work-dir")
     t0 = time.perf_counter()
-    counts = write_data(data, args.clips, args.seconds, args.seed, args.octaves, args.ring)
+    counts = write_data(data, args.clips, args.seconds, args.seed, args.octaves, args.ring, args.root,
+                        args.root_spread)
     settings = dict(
         data=str(data), out=str(run), preset="tiny", model=dict(MODEL), layout="folder", seq_len=args.seq_len,
         mode="crop", minmax=False, steps=args.steps, batch_size=args.batch_size, lr=args.lr, schedule="cosine",
@@ -264,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": {**MODEL, "pool": list(MODEL["pool"])},
         "parameters": model.num_parameters(),
         "data": {"generator": "sashimi.data.plucked_melody", "sample_rate": SAMPLE_RATE, "seconds_per_clip": args.seconds,
-                 "octaves": args.octaves, "ring_seconds": args.ring, "clips": counts, "seed": args.seed},
+                 "octaves": args.octaves, "ring_seconds": args.ring, "root_hz": args.root,
+                 "root_spread_semitones": args.root_spread, "clips": counts, "seed": args.seed},
         "training": {k: v for k, v in settings.items() if k not in ("data", "out", "progress")},
         "threads": args.threads,
         "results": {
