@@ -15,8 +15,8 @@ over the *same* weights:
   ``Categorical(logits=logits / tau).sample()``, its log-probability taken from ``softmax`` and copied
   to the host (``.cpu().numpy()``), and the token itself copied to the host (``.cpu()``, appended to a
   list), as in the official loop with ``return_logprobs=True`` (its entropy bookkeeping is left out).
-* ``ours`` -- ``model.generate(B, T, progress=False, mode=..., compile=..., num_threads=threads)``: the flat step program
-  of :mod:`sashimi.models._fast_step` (with 2+ threads, pipelined: the lower tiers in a worker thread).
+* ``ours`` -- ``model.generate(B, T, progress=False, mode=..., compile=..., num_threads=threads)``: the flat step
+  program of :mod:`sashimi.generation.step_program` (with 2+ threads, pipelined: the lower tiers in a worker thread).
 
 Before timing, the script proves the baseline is the same model: over ``--check-steps`` teacher-forced
 steps the baseline's logits and the fast stepper's logits both equal the convolution-mode logits, and
@@ -65,7 +65,7 @@ from sashimi.hub import BUNDLED_NAME  # noqa: E402
 from sashimi.layers.blocks import FFBlock, ResidualBlock  # noqa: E402
 from sashimi.layers.pool import DownPool, UpPool  # noqa: E402
 from sashimi.layers.s4block import S4Block  # noqa: E402
-from sashimi.models import _fast_step  # noqa: E402
+from sashimi.generation import step_program as _fast_step  # noqa: E402
 from sashimi.models.lm import SaShiMiLM, SaShiMiLMConfig  # noqa: E402
 
 #: the paper's SC09 SaShiMi (the released sc09 model's architecture, with this package's default
@@ -327,8 +327,9 @@ def main(argv=None) -> int:
                     help="samples per stream, one per batch size (default: 2048 at batch 1, 1024 otherwise)")
     ap.add_argument("--baseline-samples", type=int, default=None,
                     help="samples per stream for the (slow) baseline (default: as --samples, at most 1024)")
-    ap.add_argument("--variants", nargs="+", default=["auto", "linear", "auto+compile", "linear+compile"],
-                    help="ours: S4 step mode, '+compile' for generate(compile=True)")
+    ap.add_argument("--variants", nargs="+", default=["auto", "linear", "auto+compile", "linear+compile", "step"],
+                    help="ours: S4 step mode, '+compile' for generate(compile=True); 'step': a user's loop over "
+                         "the public model.step() with torch.multinomial sampling")
     ap.add_argument("--repeats", type=int, default=1, help="timed generations per cell (the median is shown)")
     ap.add_argument("--check-steps", type=int, default=256)
     ap.add_argument("--model", default="sc09", choices=["sc09", "bundled"],
@@ -362,7 +363,7 @@ def main(argv=None) -> int:
     print(f"# parameters: {lm.num_parameters():,}")
 
     # ---- setup (not part of samples/s) ------------------------------------------------------
-    modes = sorted({v.split("+")[0] for v in args.variants})
+    modes = sorted({"auto" if v == "step" else v.split("+")[0] for v in args.variants})
     templates, setup = {}, {}
     for mode in modes:
         for B in args.batches:
@@ -372,12 +373,11 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     base = OfficialStyle(lm)
     setup["dense (baseline)"] = time.perf_counter() - t0
-    from sashimi.models.lm import _s4_states
 
     forms = {}
     for mode in modes:
         st = templates[(args.batches[0], mode)]
-        kinds = sorted({f"{s.mode}/{str(s.x.dtype).replace('torch.', '')}" for s in _s4_states(st)})
+        kinds = sorted({f"{s.mode}/{str(s.x.dtype).replace('torch.', '')}" for s in st.s4_states()})
         forms[mode] = ", ".join(kinds)
     print("# setup (step constants, once per model; generate() currently recomputes them per call): "
           + "; ".join(f"{k}: {v:.2f} s" + (f" ({forms[k]})" if k in forms else "") for k, v in setup.items()))
@@ -390,7 +390,8 @@ def main(argv=None) -> int:
           f"convolution mode: official-style {check['err_base']:.1e}, ours {check['err_ours']:.1e}; generate's "
           f"log-likelihood vs the baseline's on the same samples: {check['ll_diff']:.1e} nats/sample", flush=True)
     print()
-    print("| threads | batch | generator | samples/stream | samples/s | RTF | CPU s per 1k samples | speedup vs baseline |")
+    print("| threads | batch | generator | samples/stream | samples/s | RTF | CPU s per 1k samples "
+          "| speedup vs baseline |")
     print("|---|---|---|---|---|---|---|---|", flush=True)
 
     results: dict = {}
@@ -407,11 +408,13 @@ def main(argv=None) -> int:
             wall, cpu = statistics.median(r[0] for r in reps), statistics.median(r[1] for r in reps)
             b_rate = B * Tb / wall
             results[(threads, B, "baseline")] = dict(rate=b_rate, cpu=cpu)
-            print(f"| {threads} | {B} | official-style (dense, lists) | {Tb} | {b_rate:,.0f} | {b_rate / SAMPLE_RATE:.3f} "
-                  f"| {cpu / (B * Tb) * 1e3:.3f} | 1.0x |", flush=True)
+            print(f"| {threads} | {B} | official-style (dense, lists) | {Tb} | {b_rate:,.0f} "
+                  f"| {b_rate / SAMPLE_RATE:.3f} | {cpu / (B * Tb) * 1e3:.3f} | 1.0x |", flush=True)
             for variant in args.variants:
                 mode, comp = variant.split("+")[0], variant.endswith("+compile")
                 label = f"ours: generate(mode={mode!r}{', compile=True' if comp else ''})"
+                if variant == "step":
+                    mode, label = "auto", "ours: public model.step() loop"
                 with cached_init_state(lm, templates):
                     extra = ""
                     try:
@@ -425,6 +428,15 @@ def main(argv=None) -> int:
                         def run_ours():
                             lm.generate(B, T, progress=False, mode=mode, compile=comp, num_threads=threads,
                                         generator=torch.Generator(device=device).manual_seed(0))
+
+                        if variant == "step":
+                            def run_ours():  # noqa: F811 -- what a user streaming with the public API writes
+                                g = torch.Generator(device=device).manual_seed(0)
+                                state = lm.init_state(B, device=device)
+                                tok = torch.full((B,), lm.config.zero_token, device=device)
+                                for _ in range(T):
+                                    logits, _ = lm.step(tok, state)
+                                    tok = torch.multinomial(torch.softmax(logits, -1), 1, generator=g).squeeze(1)
 
                         reps = [timed(run_ours, device) for _ in range(args.repeats)]
                     except Exception as e:  # e.g. torch.compile unavailable

@@ -1,18 +1,32 @@
 """sashimi-audio: SaShiMi raw-waveform audio models with S4 layers whose step mode equals their convolution mode."""
 
 from sashimi.layers import S4Block, S4Kernel, S4State
-from sashimi.models import BiSaShiMi, SaShiMi, SaShiMiConfig, SaShiMiLM, SaShiMiLMConfig
+from sashimi.models import (
+    BiSaShiMi,
+    DiffWaveSaShiMi,
+    MaskedSaShiMi,
+    SaShiMi,
+    SaShiMiConfig,
+    SaShiMiLM,
+    SaShiMiLMConfig,
+    WaveNet,
+    load_model,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BiSaShiMi",
     "S4Block",
     "S4Kernel",
     "S4State",
     "SaShiMi",
-    "BiSaShiMi",
     "SaShiMiConfig",
     "SaShiMiLM",
     "SaShiMiLMConfig",
+    "WaveNet",
+    "DiffWaveSaShiMi",
+    "MaskedSaShiMi",
     "__version__",
+    "load_model",
 ]

@@ -45,24 +45,27 @@ from __future__ import annotations
 import os
 import pickle
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from sashimi.convert.standalone import detilde
+from sashimi.hub.format import describe_file
+from sashimi.models.config import SaShiMiLMConfig
 
 __all__ = [
     "VARIANTS",
-    "Variant",
     "UnsafeCheckpointError",
-    "read_checkpoint",
-    "detect_layout",
-    "variant_config",
+    "Variant",
     "convert_state_spaces_state_dict",
+    "detect_layout",
     "load_state_spaces",
+    "read_checkpoint",
+    "variant_config",
 ]
 
 DT_TRANSFORMS = ("exp", "softplus")
@@ -138,18 +141,27 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not p.is_file():
         raise FileNotFoundError(f"no checkpoint file at {p}")
     with open(p, "rb") as f:
-        head = f.read(8)
+        head = f.read(9)
     # torch.save writes a zip archive ("PK...") or, in the legacy format, a pickle (b"\x80..."); a
-    # safetensors file starts with the 8-byte length of its JSON header
+    # safetensors file starts with the 8-byte length of its JSON header, then "{"
     pickled = head.startswith(b"PK") or head.startswith(b"\x80")
-    if p.suffix == ".safetensors" or (len(head) == 8 and not pickled):
+    header_len = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
+    safetensors = head[8:9] == b"{" and 0 < header_len < p.stat().st_size
+    if p.suffix == ".safetensors" or safetensors:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             obj: Any = load_file(str(p))
         except (SafetensorError, OSError, ValueError) as err:
-            raise ValueError(f"{p} is not a readable safetensors file (truncated or corrupt?): {err}") from err
+            raise ValueError(
+                f"{p} is not a readable safetensors file: it is {describe_file(p)} ({err})"
+            ) from err
+    elif not pickled:
+        raise ValueError(
+            f"{p} is not a checkpoint: it is {describe_file(p)}. Expected a torch.save file (a zip archive or a "
+            "protocol-2+ pickle of tensors) or a .safetensors file"
+        )
     else:
         try:
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
@@ -198,9 +210,7 @@ def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
 
 
 def variant_config(variant: str, **overrides: Any):
-    """The :class:`~sashimi.models.lm.SaShiMiLMConfig` of a variant (with optional overrides)."""
-    from sashimi.models.lm import SaShiMiLMConfig
-
+    """The :class:`~sashimi.models.config.SaShiMiLMConfig` of a variant (with optional overrides)."""
     v = _variant(variant)
     return SaShiMiLMConfig(**{**v.config, **overrides})
 
@@ -239,8 +249,12 @@ class _Mapper:
     def pool(self, src: str, dst: str) -> None:
         if self.has(f"{src}.linear.weight_g"):
             self.seen["pool_weight_norm"].add(True)
-            self.out[f"{dst}.linear.parametrizations.weight.original0"] = _squeeze_conv(self.take(f"{src}.linear.weight_g"))
-            self.out[f"{dst}.linear.parametrizations.weight.original1"] = _squeeze_conv(self.take(f"{src}.linear.weight_v"))
+            self.out[f"{dst}.linear.parametrizations.weight.original0"] = _squeeze_conv(
+                self.take(f"{src}.linear.weight_g")
+            )
+            self.out[f"{dst}.linear.parametrizations.weight.original1"] = _squeeze_conv(
+                self.take(f"{src}.linear.weight_v")
+            )
         else:
             self.seen["pool_weight_norm"].add(False)
             self.out[f"{dst}.linear.weight"] = _squeeze_conv(self.take(f"{src}.linear.weight"))
@@ -440,8 +454,6 @@ def convert_state_spaces_state_dict(
 def _config_for(v: Variant, m: _Mapper, sd: Mapping[str, torch.Tensor], unet: bool, K: int):
     """The variant's config, with the settings visible in the tensors read from them; contradictions
     with the variant's fixed architecture raise ValueError."""
-    from sashimi.models.lm import SaShiMiLMConfig
-
     kw = dict(v.config)
     for name in _FROM_FILE:
         seen = m.seen[name]

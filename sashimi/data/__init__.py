@@ -14,24 +14,26 @@ from sashimi.data.datasets import (
     split_files,
 )
 from sashimi.data.synth import DTMF_FREQUENCIES, dtmf, karplus_strong, plucked_melody, tone
+from sashimi.data.token_folder import TOKEN_EXTENSIONS, TokenFolder, load_tokens
 
 __all__ = [
-    "DTMF_FREQUENCIES",
-    "dtmf",
-    "karplus_strong",
-    "plucked_melody",
-    "tone",
     "AUDIO_EXTENSIONS",
-    "IGNORE_INDEX",
-    "AudioFolder",
-    "find_audio_files",
-    "pad_collate",
     "DATA_PRESETS",
+    "DTMF_FREQUENCIES",
+    "IGNORE_INDEX",
     "LAYOUTS",
     "SC09",
+    "AudioFolder",
     "Beethoven",
     "YouTubeMix",
     "detect_layout",
+    "dtmf",
+    "find_audio_files",
+    "karplus_strong",
     "make_dataset",
+    "pad_collate",
+    "plucked_melody",
     "split_files",
+    "tone",
 ]
+__all__ += ["TOKEN_EXTENSIONS", "TokenFolder", "load_tokens"]

@@ -32,22 +32,22 @@ from typing import Any
 from sashimi.data.audio_folder import AUDIO_EXTENSIONS, AudioFolder, find_audio_files
 
 __all__ = [
-    "LAYOUTS",
-    "SPLITS",
-    "SC09_DIGITS",
     "BEETHOVEN_RANGES",
-    "DataPreset",
     "DATA_PRESETS",
+    "LAYOUTS",
     "SC09",
+    "SC09_DIGITS",
+    "SPLITS",
     "Beethoven",
+    "DataPreset",
     "YouTubeMix",
-    "detect_layout",
-    "split_files",
-    "sc09_splits",
     "beethoven_splits",
-    "youtubemix_splits",
+    "detect_layout",
     "folder_splits",
     "make_dataset",
+    "sc09_splits",
+    "split_files",
+    "youtubemix_splits",
 ]
 
 LAYOUTS = ("folder", "sc09", "beethoven", "youtubemix")

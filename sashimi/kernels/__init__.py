@@ -31,26 +31,26 @@ from sashimi.kernels.vandermonde import (
 )
 
 __all__ = [
+    "CauchyFn",
+    "VandermondeFn",
+    "VandermondeTransposeFn",
     "available_backends",
+    "bilinear",
+    "c_tilde",
     "cauchy",
     "cauchy_ref",
-    "CauchyFn",
+    "discretize_diag",
+    "dplr_matrix",
+    "full_pairs",
+    "ssm_kernel",
+    "ssm_kernel_ref",
     "vandermonde",
     "vandermonde_ref",
     "vandermonde_transpose",
     "vandermonde_transpose_ref",
-    "VandermondeFn",
-    "VandermondeTransposeFn",
-    "ssm_kernel",
-    "ssm_kernel_ref",
-    "dplr_matrix",
-    "full_pairs",
-    "bilinear",
-    "discretize_diag",
-    "c_tilde",
 ]
 
 # one recurrent step of a diagonal SSM layer (state update + output + D skip), see sashimi.kernels.step
-from sashimi.kernels.step import diag_step, diag_step_ref  # noqa: E402
+from sashimi.kernels.step import diag_step, diag_step_ref
 
 __all__ += ["diag_step", "diag_step_ref"]

@@ -16,11 +16,11 @@ import torch
 BACKENDS = ("torch", "triton", "ref")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def triton_importable() -> bool:
     """Whether the ``triton`` package imports (checked once, lazily)."""
     try:
-        import triton  # noqa: F401
+        import triton
         import triton.language  # noqa: F401
     except Exception:
         return False
@@ -32,7 +32,7 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _triton_probe(device_type: str) -> bool:
     """Run a tiny Triton kernel once per device type; cache whether it worked."""
     if not triton_importable():

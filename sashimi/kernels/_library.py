@@ -42,7 +42,6 @@ Use: ``from sashimi.kernels._library import ops; ops().cauchy_fwd(v, z, w)`` (``
 ``torch.ops.sashimi`` once registered).
 """
 
-from typing import Optional
 
 import torch
 import triton
@@ -54,7 +53,7 @@ from sashimi.kernels.triton import step as _ts
 from sashimi.kernels.triton import vandermonde as _tv
 from sashimi.kernels.triton._common import as_real, complex_of, reduce_to, work_real_dtype
 
-__all__ = ["ops", "OP_NAMES", "INTERPRETED"]
+__all__ = ["INTERPRETED", "OP_NAMES", "ops"]
 
 NAMESPACE = "sashimi"
 OP_NAMES = (
@@ -257,7 +256,7 @@ def diag_step(
     dB: torch.Tensor,
     dC: torch.Tensor,
     u: torch.Tensor,
-    D: Optional[torch.Tensor],
+    D: torch.Tensor | None,
     two_re: bool,
 ) -> torch.Tensor:
     return _ts.launch_diag_step(x, dA, dB, dC, u, D, two_re, None, wrap=wrap_triton)

@@ -11,14 +11,14 @@ from sashimi.kernels.cauchy import cauchy
 from sashimi.kernels.vandermonde import vandermonde
 
 __all__ = [
-    "ssm_kernel",
-    "ssm_kernel_ref",
+    "bilinear",
+    "c_tilde",
+    "discretize_diag",
     "dplr_matrix",
     "full_pairs",
-    "bilinear",
-    "discretize_diag",
+    "ssm_kernel",
+    "ssm_kernel_ref",
     "truncation_factor",
-    "c_tilde",
 ]
 
 DISCRETIZATIONS = ("zoh", "bilinear")
@@ -241,7 +241,9 @@ def _validate(dt, A, B, C, P, L, discretization, Q=None):
         check_tensor("Q", Q, ndim=3, complex_=True)
         if Q.shape != P.shape:
             raise ValueError(f"Q must have P's shape (rank, H, N/2)={tuple(P.shape)}, got {tuple(Q.shape)}")
-    for name, t in (("B", B), ("C", C)) + ((("P", P),) if P is not None else ()) + ((("Q", Q),) if Q is not None else ()):
+    for name, t in (
+        (("B", B), ("C", C)) + ((("P", P),) if P is not None else ()) + ((("Q", Q),) if Q is not None else ())
+    ):
         if t.dtype != A.dtype:
             raise TypeError(f"{name} must have A's dtype {A.dtype}, got {t.dtype}")
     if dt.dtype != real_dtype(A.dtype):

@@ -52,7 +52,7 @@ class FFBlock(nn.Module):
 
     def init_state(self, batch_size: int, device: Any = None, dtype: Any = None, **kwargs: Any) -> None:
         """Stateless: None."""
-        return None
+        return
 
     def step(self, x: torch.Tensor, state: None = None) -> tuple[torch.Tensor, None]:
         """One step (pointwise): (B, H) -> ((B, H), None)."""

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
-__all__ = ["DownPool", "UpPool", "PoolState"]
+__all__ = ["DownPool", "PoolState", "UpPool"]
 
 
 @dataclass
@@ -41,7 +41,7 @@ class PoolState:
     def pool(self) -> int:
         return self.buffer.shape[-1]
 
-    def clone(self) -> "PoolState":
+    def clone(self) -> PoolState:
         """An independent copy (the buffer is cloned)."""
         return PoolState(self.buffer.clone(), self.phase)
 

@@ -1,30 +1,87 @@
-"""SaShiMiConfig: the flat, validated hyperparameters of the SaShiMi backbone."""
+"""Model configs: :class:`ModelConfig`, the base of every saved model's config (flat, typed, validated,
+``config_version``, strict ``to_dict`` / ``from_dict``), and :class:`SaShiMiConfig`, the SaShiMi backbone's."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
-__all__ = ["SaShiMiConfig"]
+from sashimi._validate import is_int as _is_int
+from sashimi._validate import is_num as _is_num
+
+__all__ = ["QUANTIZATIONS", "ModelConfig", "SaShiMiConfig", "SaShiMiLMConfig", "TokenConfigMixin"]
 
 CONFIG_VERSION = 1
 NORMS = ("layer", "scalar")
 SSM_MODES = ("dplr", "diag")
+QUANTIZATIONS = ("mu-law", "linear")
 ACTIVATIONS = ("gelu", "silu", "relu", "tanh", "identity")
 POSTACTS = ("glu", "linear", None)
 
 
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(x) for x in v]
+    return v
 
 
-def _is_num(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+class ModelConfig:
+    """Base of the flat config dataclasses of this library.
+
+    Subclasses are ``@dataclass`` es validated in ``__post_init__`` with a ``config_version`` field. A
+    model family's config sets the class attribute ``model_type`` (the name ``config.json`` records).
+    ``added_in`` names the fields introduced after version 1 (field -> version): only those may be
+    missing from a saved config of an older version (they take their defaults); any other missing
+    field is an error, since it could change what the tensors mean or their shapes.
+    """
+
+    model_type: ClassVar[str] = ""
+    added_in: ClassVar[dict[str, int]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (tuples as lists), with ``model_type`` first when the class has one."""
+        d = {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+        return {"model_type": self.model_type, **d} if self.model_type else d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, complete: bool = False) -> ModelConfig:
+        """Build from :meth:`to_dict` output.
+
+        Args:
+            d: the fields (a ``model_type`` entry, if any, must be this class's).
+            complete: the dict is a saved config: every field of its ``config_version`` must be present
+                (as read from ``config.json``).
+
+        Raises:
+            ValueError: unknown fields, missing fields (with ``complete``), another model type, or
+                invalid values.
+        """
+        if not isinstance(d, dict):
+            raise TypeError(f"from_dict needs a dict, got {type(d).__name__}")
+        d = dict(d)
+        mtype = d.pop("model_type", None)
+        if mtype is not None and mtype != cls.model_type:
+            raise ValueError(f"this config is for model type {mtype!r}, not {cls.model_type or cls.__name__!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s): {unknown}; known fields: {sorted(known)}")
+        if complete:
+            version = d.get("config_version", 1)
+            if not _is_int(version):
+                raise ValueError(f"config_version must be an int, got {version!r}")
+            missing = sorted(n for n in known - set(d) if cls.added_in.get(n, 1) <= version)
+            if missing:
+                raise ValueError(
+                    f"the saved {cls.__name__} lacks field(s) {missing} (config_version {version} has them; "
+                    "they change what the weights mean, so they take no defaults)"
+                )
+        return cls(**d)
 
 
 @dataclass
-class SaShiMiConfig:
+class SaShiMiConfig(ModelConfig):
     """Hyperparameters of :class:`~sashimi.models.SaShiMi` / :class:`~sashimi.models.BiSaShiMi`.
 
     Defaults follow the paper's SaShiMi (d_model 64, 8 layers per tier, pooling 4 x 4) with the
@@ -116,7 +173,9 @@ class SaShiMiConfig:
         if self.ssm_mode == "dplr" and self.init != "legs":
             raise ValueError(f"init must be 'legs' for ssm_mode='dplr', got {self.init!r}")
         if self.ssm_mode == "diag" and self.init not in ("diag-lin", "diag-inv", "diag-legs"):
-            raise ValueError(f"init must be 'diag-lin', 'diag-inv' or 'diag-legs' for ssm_mode='diag', got {self.init!r}")
+            raise ValueError(
+                f"init must be 'diag-lin', 'diag-inv' or 'diag-legs' for ssm_mode='diag', got {self.init!r}"
+            )
         if self.discretization not in (None, "zoh", "bilinear"):
             raise ValueError(f"discretization must be None, 'zoh' or 'bilinear', got {self.discretization!r}")
         if self.ssm_mode == "dplr" and self.discretization not in (None, "bilinear"):
@@ -158,20 +217,53 @@ class SaShiMiConfig:
             kw["discretization"] = self.discretization
         return kw
 
-    # ---- serialization ---------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly dict (``pool`` as a list)."""
-        d = asdict(self)
-        d["pool"] = list(self.pool)
-        return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SaShiMiConfig":
-        """Build from :meth:`to_dict` output; unknown fields raise ValueError listing them."""
-        if not isinstance(d, dict):
-            raise TypeError(f"from_dict needs a dict, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown SaShiMiConfig field(s): {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
+class TokenConfigMixin:
+    """For the configs of token models (fields ``bits`` and ``quantization``): the class count, the zero
+    token and the validation of both fields."""
+
+    bits: int
+    quantization: str
+
+    def _check_token_fields(self) -> None:
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 1 <= self.bits <= 16:
+            raise ValueError(f"bits must be an int in [1, 16], got {self.bits!r}")
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}")
+
+    @property
+    def n_classes(self) -> int:
+        return 2**self.bits
+
+    @property
+    def zero_token(self) -> int:
+        """The token of silence, fed as the first input (``2**(bits-1)``)."""
+        return 2 ** (self.bits - 1)
+
+
+@dataclass
+class SaShiMiLMConfig(TokenConfigMixin, SaShiMiConfig):
+    """:class:`SaShiMiConfig` plus the data settings the model's tokens mean (model type ``"sashimi-lm"``).
+
+    Attributes:
+        bits: tokens are ``2**bits`` classes (8 for the paper's models).
+        quantization: 'mu-law' (SC09, YouTubeMix) or 'linear' (Beethoven).
+        sample_rate: the audio rate the model was trained at, in Hz.
+    """
+
+    model_type: ClassVar[str] = "sashimi-lm"
+
+    bits: int = 8
+    quantization: str = "mu-law"
+    sample_rate: int = 16000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.bidirectional:
+            raise ValueError("SaShiMiLM is autoregressive: bidirectional must be False")
+        self._check_token_fields()
+        if isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, int) or self.sample_rate < 1:
+            raise ValueError(f"sample_rate must be a positive int (Hz), got {self.sample_rate!r}")
+
+    def backbone_config(self) -> SaShiMiConfig:
+        return SaShiMiConfig(**{f.name: getattr(self, f.name) for f in fields(SaShiMiConfig)})

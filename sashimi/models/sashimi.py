@@ -16,19 +16,23 @@ is added after the mirrored up layer (UpPool first, last block last, which gets 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Callable
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sashimi.generation.step_program import FastStepper
+from sashimi.generation.step_program import build as build_program
 from sashimi.layers.blocks import FFBlock, ResidualBlock
 from sashimi.layers.pool import DownPool, PoolState, UpPool
 from sashimi.layers.s4block import S4Block, check_sequence_input
 from sashimi.models.config import SaShiMiConfig
 
-__all__ = ["SaShiMi", "BiSaShiMi", "SaShiMiState", "TierState"]
+__all__ = ["BiSaShiMi", "SaShiMi", "SaShiMiState", "TierState"]
 
 
 @dataclass
@@ -43,7 +47,7 @@ class TierState:
     blocks: list[Any]
     pool: PoolState
 
-    def clone(self) -> "TierState":
+    def clone(self) -> TierState:
         return TierState([None if s is None else s.clone() for s in self.blocks], self.pool.clone())
 
 
@@ -55,11 +59,18 @@ class SaShiMiState:
         down: one :class:`TierState` per down tier (outer first).
         center: per center block, its layer's state (S4State or None).
         up: one :class:`TierState` per up tier, indexed like ``down`` (``up[i]`` maps tier i+1 to tier i).
+        owner: a weak reference to the model that made the state (``step`` refuses another model's).
+        program: the flat step program continuing this state (built by the first :meth:`SaShiMi.step`;
+            it holds the current values while it runs: :meth:`sync` writes them back into the tier
+            states, which :meth:`clone` and ``forward(x, state)`` do for you).
     """
 
     down: list[TierState]
     center: list[Any]
     up: list[TierState]
+    owner: Any = field(default=None, repr=False, compare=False)
+    program: FastStepper | None = field(default=None, repr=False, compare=False)
+    slow: bool = field(default=False, repr=False, compare=False)  # the program does not cover the model
 
     @property
     def batch_size(self) -> int:
@@ -75,12 +86,31 @@ class SaShiMiState:
             stride *= p
         return off
 
-    def clone(self) -> "SaShiMiState":
-        """An independent deep copy (S4 step constants are shared, read-only)."""
+    def sync(self) -> SaShiMiState:
+        """Write the step program's current values (if one runs this state) into the tier states; the
+        program keeps running. Returns the state."""
+        if self.program is not None:
+            self.program.sync()
+        return self
+
+    def detach_program(self) -> None:
+        """:meth:`sync`, then drop the step program (before anything else changes the tier states)."""
+        self.sync()
+        self.program = None
+
+    def s4_states(self) -> list[Any]:
+        """The S4 layer states inside (tiers in order)."""
+        tiers = [*(t.blocks for t in self.down), self.center, *(t.blocks for t in self.up)]
+        return [s for blocks in tiers for s in blocks if s is not None and hasattr(s, "x")]
+
+    def clone(self) -> SaShiMiState:
+        """An independent deep copy (S4 step constants are shared, read-only); the copy has no step program."""
+        self.sync()
         return SaShiMiState(
             [t.clone() for t in self.down],
             [None if s is None else s.clone() for s in self.center],
             [t.clone() for t in self.up],
+            owner=self.owner,
         )
 
 
@@ -131,7 +161,10 @@ class _SaShiMiBase(nn.Module):
             return nn.ModuleList(out)
 
         self.down = nn.ModuleList(
-            DownTier(blocks(widths[i]) if c.unet else nn.ModuleList(), DownPool(widths[i], c.expand, p, c.pool_weight_norm))
+            DownTier(
+                blocks(widths[i]) if c.unet else nn.ModuleList(),
+                DownPool(widths[i], c.expand, p, c.pool_weight_norm),
+            )
             for i, p in enumerate(c.pool)
         )
         self.center = blocks(widths[-1])
@@ -198,7 +231,7 @@ class _SaShiMiBase(nn.Module):
         return h
 
     def _check_input(self, x: object) -> None:
-        check_sequence_input(x, self.config.d_model, self.config.transposed)
+        check_sequence_input(x, self.config.d_model, self.config.transposed, dtype=self.norm.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # overridden
         raise NotImplementedError
@@ -253,7 +286,8 @@ class SaShiMi(_SaShiMiBase):
             pad = (-L) % self.total_pool
             y = self._forward_aligned(F.pad(u, (0, 0, 0, pad)) if pad else u)[:, :L]  # (B, L, H)
         else:
-            self._check_state(state, u.shape[0])
+            self._check_state(state, u.shape[0], u.dtype)
+            state.detach_program()
             y = self._forward_stream(u, state)
         y = self.norm(y)
         y = y.transpose(1, 2) if self.config.transposed else y
@@ -302,22 +336,41 @@ class SaShiMi(_SaShiMiBase):
             down=[TierState(block_states(t.blocks), t.pool.init_state(batch_size, device, dtype)) for t in self.down],
             center=block_states(self.center),
             up=[TierState(block_states(t.blocks), t.pool.init_state(batch_size, device, dtype)) for t in self.up],
+            owner=weakref.ref(self),
         )
 
-    def _check_state(self, state: object, batch: int) -> None:
+    def _check_state(self, state: object, batch: int, dtype: torch.dtype) -> None:
         if not isinstance(state, SaShiMiState):
             raise TypeError(f"state must be a SaShiMiState from init_state(), got {type(state).__name__}")
+        if state.owner is not None and state.owner() is not self:
+            raise ValueError("state was made by another model: make it with init_state() on this model")
         if len(state.down) != len(self.down) or len(state.up) != len(self.up) or len(state.center) != len(self.center):
             raise ValueError("state does not match this model's tiers (made by a different model?)")
         if state.batch_size != batch:
             raise ValueError(f"state was made for batch size {state.batch_size}, the input has batch size {batch}")
+        s4 = state.program.s4_dtype if state.program is not None else _made_for(state)
+        if s4 is not None and s4 != self.norm.weight.dtype:
+            raise TypeError(
+                f"state dtype does not match: it was made for {s4} models, this model's dtype is "
+                f"{self.norm.weight.dtype}; make it with init_state(batch_size) on this model"
+            )
+        if dtype != self.norm.weight.dtype:
+            raise TypeError(f"x has dtype {dtype}, the model {self.norm.weight.dtype}: cast the input or the model")
 
     def step(self, x: torch.Tensor, state: SaShiMiState) -> tuple[torch.Tensor, SaShiMiState]:
         """One recurrent step.
 
+        The first step on a state builds the flat step program of
+        :mod:`sashimi.generation.step_program` (real arithmetic, S4 state passes in C, constants
+        precomputed, each tier stepped only when its pooling window closes) and keeps it in the state;
+        later steps run it. It equals the module-by-module step to float rounding. Like the S4 step
+        constants (discretized by :meth:`init_state`), the program captures the weights when it is built:
+        after changing the weights, make a new state. In training mode, or for configurations the
+        program does not cover, the step runs module by module.
+
         Args:
-            x: (B, d_model) input at one time step.
-            state: from :meth:`init_state`; updated in place.
+            x: (B, d_model) finite input at one time step, of the model's dtype.
+            state: from :meth:`init_state` of this model; updated in place.
 
         Returns:
             y: (B, d_model), and the same state object.
@@ -328,7 +381,18 @@ class SaShiMi(_SaShiMiBase):
             raise ValueError(f"x must have shape (B, d_model) with d_model={self.config.d_model}, got {tuple(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"x must be a floating tensor, got dtype {x.dtype}")
-        self._check_state(state, x.shape[0])
+        self._check_state(state, x.shape[0], x.dtype)
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("x contains NaN or Inf: the state would never recover from it")
+        program = state.program
+        if program is None and not self.training and not state.slow:
+            with torch.no_grad():
+                program = state.program = build_program(self, state)
+            state.slow = program is None
+        if program is not None and not self.training:
+            with torch.no_grad():
+                return program.step(x), state
+        state.detach_program()
         return self.norm(self._step(x, state)), state
 
     def _step(self, x: torch.Tensor, state: SaShiMiState) -> torch.Tensor:
@@ -404,3 +468,12 @@ class BiSaShiMi(_SaShiMiBase):
 
     def step(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, SaShiMiState]:
         raise RuntimeError("BiSaShiMi is non-causal and has no step mode; use forward() on whole sequences")
+
+
+def _made_for(state: SaShiMiState) -> torch.dtype | None:
+    """The real dtype of the models an S4 state was made for (None: no S4 layer)."""
+    for s in state.s4_states():
+        if s.dtype is not None:
+            return s.dtype
+        return torch.float64 if s.x.dtype == torch.complex128 else torch.float32
+    return None

@@ -220,7 +220,7 @@ def test_stream_generate_example_runs():
 def test_sampler_matches_the_distribution():
     """Empirical class frequencies of the block-drawn inverse-CDF sampler match softmax(logp / T), and
     nucleus filtering keeps exactly the smallest top set reaching top_p."""
-    from sashimi.models.lm import _Sampler
+    from sashimi.generation.sampling import Sampler as _Sampler
 
     gen = torch.Generator().manual_seed(3)
     logp = torch.log_softmax(torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0], dtype=torch.float64), -1)
@@ -239,7 +239,7 @@ def test_sampler_matches_the_distribution():
     torch.testing.assert_close(freq[:2], p[:2] / p[:2].sum(), rtol=0, atol=1e-2)
     # the draw is the first class whose cumulative mass exceeds u * total: torch.searchsorted's answer,
     # also for uniforms on the class boundaries and with zero-probability classes
-    from sashimi.models.lm import _sample_from
+    from sashimi.generation.sampling import sample_from as _sample_from
 
     lp = torch.log(torch.tensor([[0.25, 0.0, 0.25, 0.5, 0.0]], dtype=torch.float64)).expand(7, -1)
     u = torch.tensor([0.0, 0.1, 0.25, 0.3, 0.5, 0.75, 1 - 2.0**-50], dtype=torch.float64)
@@ -272,7 +272,8 @@ def test_generate_pipelined_draws_the_same_samples(prompt_len, monkeypatch):
     mid-window); the stepper's threads are gone afterwards. Below that batch it does not pipeline."""
     import threading
 
-    from sashimi.models import _fast_step, lm as lm_module
+    from sashimi.generation import autoregressive as lm_module
+    from sashimi.generation import step_program as _fast_step
 
     built = []
     build = _fast_step.build
@@ -294,9 +295,8 @@ def test_generate_pipelined_draws_the_same_samples(prompt_len, monkeypatch):
 def test_prefill_and_generate_honour_mode():
     lm = small_lm()
     _, state = lm.prefill(lm.shift_right(torch.randint(0, 256, (1, 20))), mode="linear")
-    from sashimi.models.lm import _s4_states
 
-    assert {s.mode for s in _s4_states(state)} == {"linear"}
+    assert {s.mode for s in state.s4_states()} == {"linear"}
     with pytest.raises(TypeError, match="prompt must be a tensor"):
         lm.generate(1, 8, prompt=[1, 2, 3], progress=False)
     with pytest.raises(ValueError, match="temperature"):

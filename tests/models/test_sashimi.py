@@ -120,7 +120,18 @@ def test_lower_tiers_run_every_pool_steps():
     blk1, blk2 = model.up[1].blocks[0], model.center[0]
     blk1.step = counted("tier1", blk1.step)  # instance attributes shadow the bound methods
     blk2.step = counted("center", blk2.step)
-    run_steps(model, torch.randn(1, 64, 16, dtype=torch.float64))
+    x = torch.randn(1, 64, 16, dtype=torch.float64)
+    run_steps(model.train(), x)  # training mode: the module-by-module step (dropout is 0)
+    assert calls == {"tier1": 64 // 4, "center": 64 // 16}
+    # the step program (evaluation mode) keeps the schedule: its units of tier 1 and the center
+    calls.update(tier1=0, center=0)
+    model.eval()
+    state = model.init_state(1, mode="linear")
+    model.step(x[:, 0], state)
+    program = state.program
+    program.up_units[1] = counted("tier1", program.up_units[1])
+    program.center_unit = counted("center", program.center_unit)
+    run_steps(model, x[:, 1:], state)
     assert calls == {"tier1": 64 // 4, "center": 64 // 16}
 
 

@@ -34,14 +34,15 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 
 from sashimi._paths import cache_root
 
-__all__ = ["PhaseLayer", "PhaseProgram", "ssm_phase_ref", "native_status", "block_width", "to_blocked", "from_blocked"]
+__all__ = ["PhaseLayer", "PhaseProgram", "block_width", "from_blocked", "native_status", "ssm_phase_ref", "to_blocked"]
 
 _SOURCE = Path(__file__).with_name("ssm_phase.c")
 _ABI = 2
@@ -114,7 +115,9 @@ def _validate(layer: PhaseLayer) -> None:
     B, nb, J, C = X.shape
     H = nb * C
     if C != block_width(H, X.dtype):
-        raise ValueError(f"the channel block of X is {C}; for H = {H} and {X.dtype} it must be {block_width(H, X.dtype)}")
+        raise ValueError(
+            f"the channel block of X is {C}; for H = {H} and {X.dtype} it must be {block_width(H, X.dtype)}"
+        )
     nk, ne = W.shape[0], E.shape[0]
     blk = (nb, J, C)
     want = {"U": (B, H), "G": blk, "W": (nk, *blk), "A": blk, "E": (ne, *blk), "R": (B, nk, H)}
@@ -183,7 +186,7 @@ def _compile(cc: str, src: bytes, dest: Path) -> tuple[str | None, str]:
     return None, "compilation failed: " + " | ".join(errors)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load() -> tuple[ctypes.CDLL | None, str]:
     """(library, '') or (None, the reason it is unavailable); tried once per process."""
     if os.environ.get("SASHIMI_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):

@@ -52,14 +52,18 @@ from sashimi.kernels.triton.vandermonde import (
     vandermonde_transpose_fwd,
 )
 
+# fused diagonal SSM step (state update in place + output + D skip), see sashimi.kernels.triton.step:
+# diag_step_fwd(x, dA, dB, dC, u, D=None, *, two_re=True, out=None) -> y (B, C, H)
+from sashimi.kernels.triton.step import diag_step_fwd
+
 __all__ = [
-    "probe",
-    "cauchy_fwd",
     "cauchy_bwd",
-    "vandermonde_fwd",
+    "cauchy_fwd",
+    "probe",
     "vandermonde_bwd",
-    "vandermonde_transpose_fwd",
+    "vandermonde_fwd",
     "vandermonde_transpose_bwd",
+    "vandermonde_transpose_fwd",
 ]
 
 
@@ -89,9 +93,5 @@ def probe(device_type: str) -> bool:
     except Exception:
         return False
 
-
-# fused diagonal SSM step (state update in place + output + D skip), see sashimi.kernels.triton.step:
-# diag_step_fwd(x, dA, dB, dC, u, D=None, *, two_re=True, out=None) -> y (B, C, H)
-from sashimi.kernels.triton.step import diag_step_fwd  # noqa: E402
 
 __all__ += ["diag_step_fwd"]

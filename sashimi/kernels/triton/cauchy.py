@@ -24,7 +24,7 @@ import triton.language as tl
 from sashimi.kernels.triton._common import Rows, as_real, finish, next_pow2, output_rows, reduce_to
 from sashimi.kernels.triton._common import kahan_add as _kahan
 
-__all__ = ["cauchy_fwd", "cauchy_bwd"]
+__all__ = ["cauchy_bwd", "cauchy_fwd"]
 
 
 @triton.jit

@@ -31,7 +31,6 @@ import triton
 import triton.language as tl
 
 from sashimi.kernels.triton import _common
-from sashimi.kernels.triton._common import kahan_add as _kahan
 from sashimi.kernels.triton._common import (
     Rows,
     as_real,
@@ -42,8 +41,9 @@ from sashimi.kernels.triton._common import (
     reduce_to,
     work_real_dtype,
 )
+from sashimi.kernels.triton._common import kahan_add as _kahan
 
-__all__ = ["vandermonde_fwd", "vandermonde_bwd", "vandermonde_transpose_fwd", "vandermonde_transpose_bwd"]
+__all__ = ["vandermonde_bwd", "vandermonde_fwd", "vandermonde_transpose_bwd", "vandermonde_transpose_fwd"]
 
 
 @triton.jit
@@ -372,7 +372,9 @@ def vandermonde_transpose_fwd(u: torch.Tensor, x: torch.Tensor, *, out: torch.Te
     return finish(rows, buf, out)
 
 
-def vandermonde_transpose_bwd(u: torch.Tensor, x: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def vandermonde_transpose_bwd(
+    u: torch.Tensor, x: torch.Tensor, grad: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of :func:`vandermonde_transpose_fwd` w.r.t. u and x for the complex incoming gradient.
 
     Returns ``(du, dx)`` shaped like u (its dtype; the real part for real u) and x (its dtype).

@@ -41,16 +41,19 @@ likelihood training and throughput comparisons).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sashimi.models.lm import TokenConfigMixin, TokenModelMixin
+from sashimi._validate import is_int as _is_int
+from sashimi.models.base import PretrainedModel, register_model
+from sashimi.models.config import ModelConfig, TokenConfigMixin
+from sashimi.models.tokens import TokenModelMixin
 
-__all__ = ["WaveNet", "WaveNetConfig", "wavenet_paper", "PAPER_WRAPPER_PARAMETERS"]
+__all__ = ["PAPER_WRAPPER_PARAMETERS", "WaveNet", "WaveNetConfig", "wavenet_paper"]
 
 
 #: parameters of the official framework's Embedding(256, 256) encoder and Linear(256, 256) decoder,
@@ -58,12 +61,8 @@ __all__ = ["WaveNet", "WaveNetConfig", "wavenet_paper", "PAPER_WRAPPER_PARAMETER
 PAPER_WRAPPER_PARAMETERS = 256 * 256 + (256 * 256 + 256)
 
 
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 @dataclass
-class WaveNetConfig(TokenConfigMixin):
+class WaveNetConfig(TokenConfigMixin, ModelConfig):
     """Hyperparameters of :class:`WaveNet` (defaults: the paper's WaveNet-512).
 
     Attributes:
@@ -79,7 +78,10 @@ class WaveNetConfig(TokenConfigMixin):
         bits: the model predicts ``2**bits`` classes.
         quantization: 'mu-law' or 'linear' (what the tokens mean; used by :meth:`WaveNet.log_likelihood`).
         sample_rate: Hz (metadata).
+        config_version: format version of this config.
     """
+
+    model_type: ClassVar[str] = "wavenet"
 
     n_layers: int = 40
     dilation_cycle: int = 10
@@ -92,6 +94,7 @@ class WaveNetConfig(TokenConfigMixin):
     bits: int = 8
     quantization: str = "mu-law"
     sample_rate: int = 16000
+    config_version: int = 1
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "dilation_cycle", "residual_channels", "dilation_channels", "skip_channels",
@@ -102,6 +105,8 @@ class WaveNetConfig(TokenConfigMixin):
         if not isinstance(self.bias, bool):
             raise TypeError(f"bias must be a bool, got {self.bias!r}")
         self._check_token_fields()
+        if self.config_version != 1:
+            raise ValueError(f"config_version must be 1, got {self.config_version!r}")
 
     @property
     def dilations(self) -> list[int]:
@@ -112,17 +117,6 @@ class WaveNetConfig(TokenConfigMixin):
         """Input positions each output sees, the current one included: ``1 + (k - 1) * sum(dilations)``
         (4093 for the paper's configs, the official code's ``receptive_field``)."""
         return 1 + (self.kernel_size - 1) * sum(self.dilations)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "WaveNetConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown WaveNetConfig field(s): {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
 
 
 def wavenet_paper(skip_channels: int = 512, **overrides: Any) -> WaveNetConfig:
@@ -160,7 +154,8 @@ class _GatedLayer(nn.Module):
         return x + o[:, : self.res], o[:, self.res :]
 
 
-class WaveNet(TokenModelMixin, nn.Module):
+@register_model
+class WaveNet(TokenModelMixin, PretrainedModel, nn.Module):
     """Autoregressive WaveNet over ``2**bits`` token classes, with the :class:`SaShiMiLM` token interface.
 
     Inputs are token sequences shifted right by one with the zero token in front
@@ -169,13 +164,12 @@ class WaveNet(TokenModelMixin, nn.Module):
     before the start), i.e. on the targets ``q[t - receptive_field .. t - 1]``.
     """
 
+    config_class = WaveNetConfig
+    card_tags = ("audio", "raw-waveform", "wavenet", "sashimi-audio")
+
     def __init__(self, config: WaveNetConfig | dict | None = None) -> None:
         super().__init__()
-        config = WaveNetConfig() if config is None else config
-        if isinstance(config, dict):
-            config = WaveNetConfig.from_dict(config)
-        if not isinstance(config, WaveNetConfig):
-            raise TypeError(f"config must be a WaveNetConfig, got {type(config).__name__}")
+        config = self._coerce_config(config)
         self.config = config
         R, D, S, E = config.residual_channels, config.dilation_channels, config.skip_channels, config.end_channels
         self.embed = nn.Embedding(config.n_classes, R)
@@ -209,3 +203,13 @@ class WaveNet(TokenModelMixin, nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def card_description(self) -> str:
+        cfg = self.config
+        return (
+            f"The WaveNet baseline of the SaShiMi paper ({cfg.n_layers} gated layers, {cfg.residual_channels} "
+            f"residual / {cfg.skip_channels} skip channels, receptive field {cfg.receptive_field} samples) over "
+            f"{cfg.n_classes}-way {cfg.quantization} samples at {cfg.sample_rate} Hz, for the "
+            "[`sashimi-audio`](https://pypi.org/project/sashimi-audio/) library. It scores audio "
+            "(`model.log_likelihood(audio)`, bits per sample); it has no step mode for generation."
+        )

@@ -22,7 +22,7 @@ from sashimi.models.lm import SaShiMiLM
 from sashimi.train import LRSchedule, TrainConfig, checkpoint_dirs, load_train_config, train
 
 SR = 8000
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = dict(d_model=8, n_layers=1, pool=(4,), d_state=8, sample_rate=SR)
 TINY_CLI = ["--preset", "tiny", "--d-model", "8", "--n-layers", "1", "--pool", "4", "--d-state", "8",
             "--sample-rate", str(SR), "--quiet"]
@@ -169,7 +169,7 @@ def test_ddp_two_processes_gloo(tmp_path: Path) -> None:
     rows = (run / "log.csv").read_text().splitlines()
     assert len(rows) == 3  # header + steps 2 and 4, written once
     model = SaShiMiLM.from_pretrained(str(run))
-    from sashimi.train import _weights_digest
+    from sashimi.training.checkpoints import weights_digest as _weights_digest
 
     assert _weights_digest(model) == digests[0]
 
@@ -290,5 +290,6 @@ def test_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="preset must be one of"):
         train(TrainConfig(data=str(data), out=str(tmp_path / "run"), preset="huge"))
-    with pytest.raises(ValueError, match=r"invalid model settings for preset 'tiny'.*unknown SaShiMi\w*Config field.*width"):
+    with pytest.raises(ValueError,
+                       match=r"invalid model settings for preset 'tiny'.*unknown SaShiMi\w*Config field.*width"):
         train(TrainConfig(data=str(data), out=str(tmp_path / "run"), model={"width": 3}))

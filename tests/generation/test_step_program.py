@@ -1,4 +1,4 @@
-"""FastStepper (sashimi.models._fast_step), the flat step program behind SaShiMiLM.generate: equal to
+"""FastStepper (sashimi.generation.step_program), the flat step program behind SaShiMiLM.generate: equal to
 SaShiMi.step in every supported configuration (S4 step modes, dtypes, U-Net, the released architecture,
 layer variants), ``sync()`` hands the stream back to ``model.step``, unsupported configurations fall
 back to the slow path, and ``generate(compile=True)`` equals the eager program."""
@@ -17,8 +17,8 @@ from sashimi.layers.blocks import ResidualBlock, ScalarChannelNorm
 from sashimi.layers.pool import PoolState
 from sashimi.layers.s4block import S4State
 from sashimi.models import SaShiMi, SaShiMiConfig, SaShiMiLM, SaShiMiLMConfig, SaShiMiState
-from sashimi.models import _fast_step
-from sashimi.models._fast_step import FastStepper, build
+from sashimi.generation import step_program as _fast_step
+from sashimi.generation.step_program import FastStepper, build
 from sashimi.testing import rel_err
 
 F64, F32 = torch.float64, torch.float32
@@ -88,8 +88,10 @@ def phases(t: int) -> list[int]:
 
 @torch.no_grad()
 def model_steps(model: SaShiMi, x: torch.Tensor, state: SaShiMiState) -> torch.Tensor:
-    """``model.step`` through x (B, T, H); returns (B, T, H)."""
-    return torch.stack([model.step(x[:, t], state)[0] for t in range(x.shape[1])], dim=1)
+    """The module-by-module step (``norm(SaShiMi._step)``: what ``model.step`` runs without a step
+    program, the reference the program is checked against) through x (B, T, H); returns (B, T, H)."""
+    state.detach_program()
+    return torch.stack([model.norm(model._step(x[:, t], state)) for t in range(x.shape[1])], dim=1)
 
 
 @torch.no_grad()
@@ -269,15 +271,17 @@ def test_decoder_inside_the_step_program(pool, compile):
     assert rel_err(out, ref) < TOL[F64]
 
 
-@pytest.mark.parametrize("pool,temperature", [((), 1.0), ((4, 4), 1.0), ((4, 4), 0.7)], ids=["no-pool", "4x4", "4x4-T0.7"])
+@pytest.mark.parametrize(
+    "pool,temperature", [((), 1.0), ((4, 4), 1.0), ((4, 4), 0.7)], ids=["no-pool", "4x4", "4x4-T0.7"]
+)
 @pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager", "compiled"])
 @torch.no_grad()
 def test_draw_inside_the_step_program(pool, temperature, compile):
     """With ``draw``, ``step(x, u, ll)`` steps on x and draws the next classes inside the last unit:
     over 40 steps fed back their own embeddings, the classes equal the inverse-CDF draws
-    (``lm._sample_from``) from log_softmax of the decoder on ``model.step`` with the same uniforms,
-    the returned inputs are their embeddings, and ``ll`` accumulates their log-probabilities."""
-    from sashimi.models.lm import _sample_from
+    (``sashimi.generation.sampling.sample_from``) from log_softmax of the decoder on ``model.step`` with the same
+    uniforms, the returned inputs are their embeddings, and ``ll`` accumulates their log-probabilities."""
+    from sashimi.generation.sampling import sample_from as _sample_from
 
     lm = small_lm(F64, pool=pool)
     g = torch.Generator().manual_seed(5)

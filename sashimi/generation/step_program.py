@@ -40,21 +40,25 @@ from __future__ import annotations
 import functools
 import threading
 import types
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sashimi.generation.sampling import sample_from
 from sashimi.kernels.native import PhaseLayer, PhaseProgram, block_width, from_blocked, to_blocked
 from sashimi.layers.blocks import FFBlock, ResidualBlock, ScalarChannelNorm
 from sashimi.layers.s4block import S4Block, S4State
-from sashimi.models.sashimi import SaShiMi, SaShiMiState
 
 __all__ = ["FastStepper", "build"]
 
 Tensor = torch.Tensor
+#: a causal SaShiMi backbone and its SaShiMiState, read through their attributes (tiers, blocks, pools)
+Backbone = nn.Module
+State = Any
 #: a block step: (h, the block's tensors) -> h
 BlockFn = Callable[[Tensor, tuple], Tensor]
 
@@ -65,7 +69,7 @@ _ACT_FNS: dict[str, Callable[[Tensor], Tensor]] = {
 _ALIGN = 16  # elements: packed constants start on 64-byte boundaries (float32)
 
 
-def unsupported_reason(model: SaShiMi, state: SaShiMiState) -> str | None:
+def unsupported_reason(model: Backbone, state: State) -> str | None:
     if model.training and any(isinstance(m, nn.Dropout) for m in model.modules()):
         return "dropout is active (training mode)"
     for blocks, states in _pairs(model, state):
@@ -93,7 +97,7 @@ def unsupported_reason(model: SaShiMi, state: SaShiMiState) -> str | None:
     return None
 
 
-def _pairs(model: SaShiMi, state: SaShiMiState):
+def _pairs(model: Backbone, state: State):
     for tier, st in zip(model.down, state.down):
         yield tier.blocks, st.blocks
     yield model.center, state.center
@@ -122,7 +126,7 @@ def _norm_tensors(norm: nn.Module) -> tuple[str, float, list[Tensor]]:
     return "scalar", 0.0, [norm.m, norm.s]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ff_fn(H: int, norm: str, eps: float, prenorm: bool) -> BlockFn:
     nf = _norm_fn(norm, eps, H)
 
@@ -141,7 +145,7 @@ def _ff_fn(H: int, norm: str, eps: float, prenorm: bool) -> BlockFn:
     return ff
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _s4_fn(H: int, ne: int, c: int, act: str, postact: str | None, norm: str, eps: float, prenorm: bool,
            cast: bool) -> BlockFn:
     """The residual S4 block step after the state pass. Tensors: (norm 1, norm 2, [W^T, b,] D', R, U):
@@ -241,7 +245,9 @@ def _s4_block(blk: ResidualBlock, st: S4State) -> tuple[BlockFn, list[Tensor], P
         c_h, c_g, c_q = ip(C, Hs), ip(C, G0) + D, ip(C, Qw)  # (c, H)
         G = G0 + p_g * Qw
         E = torch.stack([Hs + p_h * Qw, Qw])  # (2, 2, M, H)
-        W = torch.cat([P[None], Pt[None], _fold(C, K1, K2) + (c_h + c_q * p_h)[:, None, None] * P + c_q[:, None, None] * Pt])
+        W = torch.cat(
+            [P[None], Pt[None], _fold(C, K1, K2) + (c_h + c_q * p_h)[:, None, None] * P + c_q[:, None, None] * Pt]
+        )
         Dp = c_g + c_q * p_g
     Cb = block_width(H, sdt)
 
@@ -256,7 +262,7 @@ def _s4_block(blk: ResidualBlock, st: S4State) -> tuple[BlockFn, list[Tensor], P
     return fn, [*nt, *lin_t, Dp.to(sdt).contiguous()], phase
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _logp_fn(H: int, eps: float) -> BlockFn:
     """The model's head after the last unit: final LayerNorm, decoder, float64 log-probabilities."""
     shape = (H,)
@@ -268,19 +274,17 @@ def _logp_fn(H: int, eps: float) -> BlockFn:
     return logp
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _draw_fn(H: int, eps: float, temperature: float) -> Callable[..., tuple[Tensor, Tensor]]:
     """The model's head (:func:`_logp_fn`) and the next sample, after the last unit: the inverse-CDF
-    draw of :func:`sashimi.models.lm._sample_from` (no nucleus). Arguments after the tensors: the (B,)
+    draw of :func:`sashimi.generation.sampling.sample_from` (no nucleus). Arguments after the tensors: the (B,)
     float64 uniforms and log-likelihoods (the drawn class's log-probability is added in place).
     Returns the (B,) classes and their (B, d_model) embeddings (the next step's input)."""
-    from sashimi.models.lm import _sample_from  # lm imports this module
-
     head = _logp_fn(H, eps)
 
     def draw(h: Tensor, T: tuple, u: Tensor, ll: Tensor) -> tuple[Tensor, Tensor]:
         logp = head(h, T[:4])  # (B, C)
-        nxt = _sample_from(logp, u, temperature, 1.0)  # (B,)
+        nxt = sample_from(logp, u, temperature, 1.0)  # (B,)
         ll.add_(logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1))
         return nxt, F.embedding(nxt, T[4])
 
@@ -368,7 +372,9 @@ def _compiled_unit(key: tuple) -> Callable:
     # a code object of its own: dynamo keeps its compiled graphs (one per batch size) per code object
     code = unit.__code__.replace(co_name=f"sashimi_unit_{len(_COMPILED)}")
     unit = types.FunctionType(code, unit.__globals__, code.co_name, unit.__defaults__, unit.__closure__)
-    opts: dict[str, Any] = {"guard_filter_fn": _guard_filter} if hasattr(torch.compiler, "skip_all_guards_unsafe") else {}
+    opts: dict[str, Any] = (
+        {"guard_filter_fn": _guard_filter} if hasattr(torch.compiler, "skip_all_guards_unsafe") else {}
+    )
     if device_type == "cpu":  # a C++ wrapper: a call runs without the Python interpreter (and the GIL)
         opts["cpp_wrapper"] = True
     fn = torch.compile(unit, dynamic=False, fullgraph=True, options=opts)
@@ -504,15 +510,20 @@ class FastStepper:
     a pipelined stepper cannot :meth:`sync` its state back.
     """
 
-    def __init__(self, model: SaShiMi, state: SaShiMiState, compile: bool = False, native: bool | None = None,
+    def __init__(self, model: Backbone, state: State, compile: bool = False, native: bool | None = None,
                  pipeline: bool = False, decoder: tuple[Tensor, Tensor] | None = None,
                  draw: tuple[Tensor, float] | None = None) -> None:
         if draw is not None and decoder is None:
             raise ValueError("draw needs the decoder")
+        if getattr(state, "program", None) is not None:  # this stepper takes the stream over
+            state.detach_program()
         self.state = state
+        self.s4_dtype = model.norm.weight.dtype  # the model precision the program steps in
         self._pending: Future | None = None
         self._later: list[_Unit] = []  # units whose next state pass waits for the next urgent part
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="sashimi-lower") if pipeline and model.config.pool else None
+        self._worker = (
+            ThreadPoolExecutor(1, thread_name_prefix="sashimi-lower") if pipeline and model.config.pool else None
+        )
         cfg = model.config
         self.pool = list(cfg.pool)
         self.unet = cfg.unet
@@ -689,7 +700,7 @@ class FastStepper:
             self.ubuf[0] = self._pending.result()[0]
             self._pending = None
 
-    def sync(self) -> SaShiMiState:
+    def sync(self) -> State:
         """Write the stepper's state back into the :class:`SaShiMiState` it was built from."""
         if self._worker is not None or any(u is not None and u.prefetched for u in self._units()):
             raise RuntimeError(
@@ -706,7 +717,7 @@ class FastStepper:
         return self.state
 
 
-def build(model: SaShiMi, state: SaShiMiState, compile: bool = False, native: bool | None = None,
+def build(model: Backbone, state: State, compile: bool = False, native: bool | None = None,
           pipeline: bool = False, decoder: tuple[Tensor, Tensor] | None = None,
           draw: tuple[Tensor, float] | None = None) -> FastStepper | None:
     """A :class:`FastStepper` for ``model`` continuing ``state``, or None when the configuration is not

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import huggingface_hub
+import huggingface_hub.constants
 import pytest
 import torch
 from safetensors.torch import load_file, save_file

@@ -1,0 +1,32 @@
+"""Training tasks: one per model family (``lm``, ``wavenet``, ``masked``), registered by name for
+``sashimi train --task``."""
+
+from sashimi.training.tasks.base import (
+    DataSplits,
+    ModelOption,
+    Task,
+    TrainPreset,
+    get_task,
+    register_task,
+    task_names,
+    unwrap,
+)
+from sashimi.training.tasks.lm import LMTask
+from sashimi.training.tasks.masked import MaskedTask
+from sashimi.training.tasks.tokens import TokenTask
+from sashimi.training.tasks.wavenet import WaveNetTask
+
+__all__ = [
+    "DataSplits",
+    "LMTask",
+    "MaskedTask",
+    "ModelOption",
+    "Task",
+    "TokenTask",
+    "TrainPreset",
+    "WaveNetTask",
+    "get_task",
+    "register_task",
+    "task_names",
+    "unwrap",
+]
