@@ -68,7 +68,7 @@ CHECK_BATCH = 4
 
 def melody(seconds: float, seed: int, octaves: int = OCTAVES, ring: float = RING, root: float = ROOT_HZ,
            spread: int = ROOT_SPREAD) -> torch.Tensor:
-    """The clip of one seed: the root is ``root`` Hz raised by ``seed % spread`` semitones (``spread`` 0 or 1: fixed)."""
+    """The clip of one seed: the root is ``root`` Hz raised by ``seed % spread`` semitones (spread 0 or 1: fixed)."""
     root_hz = root * 2.0 ** ((seed % max(1, spread)) / 12)
     return plucked_melody(seconds, SAMPLE_RATE, seed=seed, root=root_hz, octaves=octaves, ring=ring)
 
@@ -80,7 +80,8 @@ def write_data(root: Path, clips: int, seconds: float, seed: int, octaves: int =
     for split, n in counts.items():
         for i in range(n):
             s = seed * 100_000 + SPLIT_SEEDS[split] + i
-            save_audio(root / split / f"clip_{i:04d}.wav", melody(seconds, s, octaves, ring, root_hz, spread), SAMPLE_RATE)
+            clip = melody(seconds, s, octaves, ring, root_hz, spread)
+            save_audio(root / split / f"clip_{i:04d}.wav", clip, SAMPLE_RATE)
     return counts
 
 
@@ -282,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "model": {**MODEL, "pool": list(MODEL["pool"])},
         "parameters": model.num_parameters(),
-        "data": {"generator": "sashimi.data.plucked_melody", "sample_rate": SAMPLE_RATE, "seconds_per_clip": args.seconds,
+        "data": {"generator": "sashimi.data.plucked_melody", "sample_rate": SAMPLE_RATE,
+                 "seconds_per_clip": args.seconds,
                  "octaves": args.octaves, "ring_seconds": args.ring, "root_hz": args.root,
                  "root_spread_semitones": args.root_spread, "clips": counts, "seed": args.seed},
         "training": {k: v for k, v in settings.items() if k not in ("data", "out", "progress")},
