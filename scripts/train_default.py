@@ -184,6 +184,9 @@ def write_card(folder: Path, report: dict) -> None:
     """Write the data, training and quality figures of ``report`` into the model card (replacing an older copy)."""
     r, q, d = report["results"], report["quality"], report["data"]
     text = (folder / "README.md").read_text(encoding="utf-8").split(CARD_SECTION)[0].rstrip("\n")
+    # reports of the script before issue 14 lack the data fields: its data were 2 octaves, roots 110 Hz + 0-11
+    # semitones, notes ringing 1 s into the next
+    d = {"octaves": 2, "ring_seconds": 1.0, "root_hz": 110.0, "root_spread_semitones": 12, **d}
     spread = d["root_spread_semitones"]
     roots = f"root {d['root_hz']:g} Hz" + (f" raised by 0-{spread - 1} semitones by clip" if spread > 1 else "")
     text += f"""
