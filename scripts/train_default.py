@@ -188,6 +188,8 @@ def write_card(folder: Path, report: dict) -> None:
     # semitones, notes ringing 1 s into the next
     d = {"octaves": 2, "ring_seconds": 1.0, "root_hz": 110.0, "root_spread_semitones": 12, **d}
     spread = d["root_spread_semitones"]
+    ring = d["ring_seconds"]
+    notes = "one note at a time" if ring == 0 else f"notes ring up to {ring:g} s into the next"
     roots = f"root {d['root_hz']:g} Hz" + (f" raised by 0-{spread - 1} semitones by clip" if spread > 1 else "")
     text += f"""
 
@@ -195,7 +197,7 @@ def write_card(folder: Path, report: dict) -> None:
 
 Trained by `scripts/train_default.py` (seed {d['seed']}) on synthetic plucked-string melodies
 (`sashimi.data.plucked_melody`: {d['octaves']} octave(s) of a minor pentatonic scale, {roots},
-one note at a time: `ring={d['ring_seconds']}`), {d['clips']['train']} clips of {d['seconds_per_clip']:g} s,
+{notes}: `ring={d['ring_seconds']}`), {d['clips']['train']} clips of {d['seconds_per_clip']:g} s,
 for {report['training']['steps']} steps ({r['train_seconds'] / 60:.0f} min on {report['threads']} CPU thread).
 
 | measure | value |
