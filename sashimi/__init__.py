@@ -9,6 +9,7 @@ from sashimi.models import (
     SaShiMiConfig,
     SaShiMiLM,
     SaShiMiLMConfig,
+    SING,
     WaveNet,
     load_model,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "WaveNet",
     "DiffWaveSaShiMi",
     "MaskedSaShiMi",
+    "SING",
     "__version__",
     "load_model",
 ]

@@ -161,6 +161,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         if key != "model_type":
             print(f"  {key}: {value}")
     print(f"parameters: {model.num_parameters():,}")
+    if hasattr(model, "label_vocabularies"):
+        for key, value in model.label_vocabularies().items():
+            print(f"  labels {key}: {value}")
     return 0
 
 
@@ -183,11 +186,15 @@ def _generate_lm(model, args: argparse.Namespace):
                 f"longer than the requested {num_samples} ({args.seconds} s)"
             )
 
+    # the model's stored default (generation.json), else 1.0
+    temperature = args.temperature
+    if temperature is None:
+        temperature = model.generation_defaults.get("temperature", 1.0)
+
     def sample():
         generator = torch.Generator().manual_seed(args.seed)
         out = model.generate(
-            args.batch_size, num_samples, prompt=prompt, temperature=1.0 if args.temperature is None else
-            args.temperature, top_p=args.top_p,
+            args.batch_size, num_samples, prompt=prompt, temperature=temperature, top_p=args.top_p,
             generator=generator, progress=not args.quiet, num_threads=args.threads, compile=args.compile,
         )
         order = list(range(args.batch_size))
@@ -286,10 +293,38 @@ def _generate_diffusion(model, args: argparse.Namespace):
     return sample
 
 
+def _generate_sing(model, args: argparse.Namespace):
+    """``sashimi generate`` for SING: one note per (instrument, pitch, velocity) triple; single values
+    broadcast to ``--batch-size`` notes (``--seconds``, ``--temperature`` and ``--top-p`` do not apply)."""
+    if args.instrument is None or args.pitch is None:
+        raise SystemExit("error: a SING model needs --instrument and --pitch (and --velocity, default 100); "
+                         f"see `sashimi info {args.model}` for its labels")
+    try:
+        instruments = [model.instrument_id(int(i) if i.lstrip("-").isdigit() else i) for i in args.instrument]
+        velocities = [model.velocity_id(v) for v in (args.velocity or [100])]
+        labels = [instruments, [int(p) for p in args.pitch], velocities]
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    n = max(len(v) for v in labels)
+    if n == 1:
+        labels = [v * args.batch_size for v in labels]
+    elif any(len(v) not in (1, n) for v in labels):
+        raise SystemExit("error: --instrument, --pitch and --velocity need the same number of values (or one)")
+    instrument, pitch, velocity = model.check_labels(*labels)
+
+    def sample():
+        waves = model.generate(instrument, pitch, velocity, batch_size=64, progress=not args.quiet)
+        notes = [f"  instrument={int(i)} pitch={int(p)} velocity_id={int(v)}"
+                 for i, p, v in zip(instrument, pitch, velocity)]
+        return waves.float().clamp(-1, 1), notes
+
+    return sample
+
+
 #: how ``sashimi generate`` samples from each model type (a family that can generate adds its line): a
 #: function (model, args) that validates the inputs and returns the sampling function
 GENERATORS = {"sashimi-lm": _generate_lm, "masked-sashimi": _generate_masked,
-              "diffwave-sashimi": _generate_diffusion, "diffwave-wavenet": _generate_diffusion}
+              "diffwave-sashimi": _generate_diffusion, "diffwave-wavenet": _generate_diffusion, "sing": _generate_sing}
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -457,6 +492,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="masked models: generate the first S seconds with the --rescorer model, then the rest "
                           "by masked decoding (hybrid)")
     gen.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"], help="diffusion models: the sampler")
+    gen.add_argument("--instrument", nargs="+", default=None, help="SING: instrument ids or names")
+    gen.add_argument("--pitch", nargs="+", default=None, help="SING: MIDI pitches")
+    gen.add_argument("--velocity", nargs="+", type=int, default=None,
+                     help="SING: MIDI velocities (25, 50, 75, 100 or 127; default 100)")
     gen.set_defaults(func=_cmd_generate)
 
     voc = sub.add_parser("vocode", help="re-synthesize a recording from its mel spectrogram with a vocoder")

@@ -168,3 +168,48 @@ def test_convert_then_generate_or_vocode_a_diffusion_model(load_case, tmp_path, 
             main(["generate", "--model", str(folder), "--out", str(tmp_path / "g"), "--quiet"])
     data, _ = sf.read(str(files[0]))
     assert data.ndim == 1 and data.shape[0] % 16 == 0 and np.isfinite(data).all() and np.abs(data).max() <= 1
+
+
+def test_stored_default_temperature_is_used_and_saved(tmp_path):
+    """A model folder's ``generation.json`` (the bundled model stores 0.7) is the CLI's default temperature,
+    and ``save_pretrained`` writes it back."""
+    import soundfile as sf
+
+    import sashimi
+
+    bundled = sashimi.load_model("sashimi-default")
+    assert bundled.generation_defaults == {"temperature": 0.7}
+    bundled.save_pretrained(tmp_path / "copy")
+    assert sashimi.load_model(tmp_path / "copy").generation_defaults == {"temperature": 0.7}
+    runs = {}
+    for name, extra in (("default", []), ("stored", ["--temperature", "0.7"]), ("one", ["--temperature", "1.0"])):
+        out = tmp_path / name
+        assert main(["generate", "--model", str(tmp_path / "copy"), "--seconds", "0.01", "--batch-size", "2",
+                     "--quiet", "--out", str(out), *extra]) == 0
+        runs[name] = [sf.read(str(f))[0] for f in sorted(out.glob("*.wav"))]
+    assert all((a == b).all() for a, b in zip(runs["default"], runs["stored"]))
+    assert any((a != b).any() for a, b in zip(runs["default"], runs["one"]))
+
+
+def test_generate_sing_notes_and_info_shows_the_labels(tmp_path, capsys):
+    import soundfile as sf
+
+    from sashimi.models import SING
+    from sashimi.models.sing import sing_preset
+
+    torch.manual_seed(0)
+    SING(sing_preset("tiny-sing", num_instruments=3, num_pitches=5, channels=16, dimension=8,
+                     lstm_hidden=16)).save_pretrained(tmp_path / "sing")
+    out = tmp_path / "notes"
+    assert main(["generate", "--model", str(tmp_path / "sing"), "--instrument", "1", "--pitch", "2", "4",
+                 "--velocity", "100", "--quiet", "--out", str(out)]) == 0
+    files = sorted(out.glob("sample_*.wav"))
+    assert len(files) == 2 and sf.read(str(files[0]))[1] == 16000
+    assert "pitch=4" in capsys.readouterr().out
+    assert main(["generate", "--model", str(tmp_path / "sing"), "--instrument", "1", "--pitch", "9", "--quiet",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "pitch ids must lie in [0, 5)" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit, match="needs --instrument and --pitch"):
+        main(["generate", "--model", str(tmp_path / "sing"), "--quiet", "--out", str(tmp_path / "bad2")])
+    assert main(["info", str(tmp_path / "sing")]) == 0
+    assert "labels velocity" in capsys.readouterr().out

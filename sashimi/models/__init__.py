@@ -5,7 +5,7 @@ Each family registers itself (:func:`sashimi.models.base.register_model`) when i
 here: ``sashimi-lm`` (:class:`SaShiMiLM`), ``wavenet`` (:class:`~sashimi.models.baselines.WaveNet`),
 ``sc09-classifier`` (:class:`SC09Classifier`), ``masked-sashimi`` (:class:`MaskedSaShiMi`),
 ``diffwave-sashimi`` (:class:`DiffWaveSaShiMi`),
-``diffwave-wavenet`` (:class:`~sashimi.models.baselines.DiffWaveWaveNet`).
+``diffwave-wavenet`` (:class:`~sashimi.models.baselines.DiffWaveWaveNet`), ``sing`` (:class:`SING`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from sashimi.models.diffwave import DiffWaveSaShiMi, DiffWaveSaShiMiConfig
 from sashimi.models.lm import GenerationOutput, SaShiMiLM
 from sashimi.models.masked import MaskedGenerationOutput, MaskedSaShiMi, MaskedSaShiMiConfig
 from sashimi.models.sashimi import BiSaShiMi, SaShiMi, SaShiMiState
+from sashimi.models.sing import SING, SINGConfig
 
 __all__ = [
     "BiSaShiMi",
@@ -39,6 +40,8 @@ __all__ = [
     "WaveNetConfig",
     "SC09Classifier",
     "MaskedSaShiMi",
+    "SING",
+    "SINGConfig",
     "DiffWaveSaShiMi",
     "DiffWaveSaShiMiConfig",
     "DiffWaveWaveNet",

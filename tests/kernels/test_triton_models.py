@@ -253,6 +253,9 @@ def _make_s4d_check(dtype):
         try:
             with torch.no_grad():
                 y = model(x)
+                # training mode (dropout is 0): the module-by-module step, through S4Block.step and its
+                # Triton diag-step kernel (in evaluation mode SaShiMi.step runs the flat step program)
+                model.train()
                 state = model.init_state(x.shape[0], mode="diagonal")
                 ys = torch.stack([model.step(x[:, i], state)[0] for i in range(x.shape[1])], dim=1)
                 state = model.init_state(x.shape[0], mode="diagonal")

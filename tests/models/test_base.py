@@ -28,8 +28,10 @@ from sashimi.models import (
     DiffWaveWaveNetConfig,
     MaskedSaShiMi,
     MaskedSaShiMiConfig,
+    SING,
     model_types,
 )
+from sashimi.models.sing import sing_preset
 
 
 def tiny_models() -> dict[str, torch.nn.Module]:
@@ -43,6 +45,8 @@ def tiny_models() -> dict[str, torch.nn.Module]:
                                                                      num_samples=4000)),
         "masked-sashimi": MaskedSaShiMi(MaskedSaShiMiConfig(d_model=8, n_layers=1, pool=(2,), d_state=8, card=16)),
         "diffwave-sashimi": DiffWaveSaShiMi(DiffWaveSaShiMiConfig(d_model=8, n_layers=1, pool=(2,), n_mels=0)),
+        "sing": SING(sing_preset("tiny-sing", num_instruments=3, num_pitches=5, channels=16, dimension=8,
+                                 lstm_hidden=16)),
         "diffwave-wavenet": DiffWaveWaveNet(DiffWaveWaveNetConfig(n_layers=2, dilation_cycle=2, residual_channels=4,
                                                                   skip_channels=4)),
     }
@@ -55,6 +59,8 @@ def example_input(mtype: str) -> tuple[torch.Tensor, ...]:
         return (torch.randint(0, 16, (2, 1, 16), generator=g),)
     if mtype == "sc09-classifier":
         return (torch.randn(2, 1, 32, 32, generator=g),)
+    if mtype == "sing":
+        return torch.tensor([0, 2]), torch.tensor([1, 4]), torch.tensor([0, 3])
     if mtype.startswith("diffwave"):
         return torch.randn(2, 16, generator=g), torch.tensor([3, 17])
     return (torch.randint(0, 256, (2, 16), generator=g),)
