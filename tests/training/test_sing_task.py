@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
 from safetensors.torch import load_file
 from torch.utils.data.distributed import DistributedSampler
@@ -93,6 +94,10 @@ def test_three_phases_chained_through_the_cli(nsynth: Path, tmp_path: Path, caps
     assert isinstance(model, SING) and model.config == sing_preset("tiny-sing", note_length=NOTE)
     notes = model.generate([0, 2], [57, 64], [0, 1])
     assert notes.shape == (2, NOTE) and bool(torch.isfinite(notes).all()) and float(notes.abs().max()) > 0
+    assert main(["generate", "--model", str(run3), "--instrument", "1", "--pitch", "60", "--velocity", "50",
+                 "--out", str(tmp_path / "notes"), "--quiet"]) == 0
+    wavs = sorted((tmp_path / "notes").glob("*.wav"))
+    assert wavs and all(sf.info(str(w)).frames == NOTE for w in wavs)
 
 
 def test_sequence_phase_is_sings_truncated_backpropagation(nsynth: Path, tmp_path: Path) -> None:
