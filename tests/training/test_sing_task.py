@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,7 @@ from sashimi.training import TrainConfig, get_task, train
 from sashimi.training.config import resolve_config
 from sashimi.training.tasks.sing import ENCODER_WEIGHTS, TRUNCATION, collate_notes, sing_presets
 
+REPO = Path(__file__).resolve().parents[2]
 NOTE = 8192  # samples per toy note: 47 frames with SING's frame geometry (two truncation chunks of 32 + 15)
 
 
@@ -188,3 +192,25 @@ def test_presets_follow_the_paper(nsynth: Path, tmp_path: Path) -> None:
     # the other tasks keep their defaults
     lm = resolve_config(TrainConfig(data=str(nsynth), out=str(tmp_path / "r")))
     assert (lm.schedule, lm.grad_clip, lm.phase, lm.init_from) == ("plateau", 1.0, None, None)
+
+
+@pytest.mark.slow
+def test_ddp_sequence_phase_matches_one_process(nsynth: Path, tmp_path: Path) -> None:
+    """Two gloo processes of batch 2 = one process of batch 4 (the same notes per step; every chunk's gradients
+    averaged over the ranks), through the chunked updates of the sequence phase."""
+    run1 = tmp_path / "ae"
+    train(_config(nsynth, run1, steps=1))
+    one = train(_config(nsynth, tmp_path / "one", steps=2, batch_size=4, phase="sequence", init_from=str(run1)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sashimi",
+           "train", "--phase", "sequence", "--init-from", str(run1), "--out", str(tmp_path / "ddp"), "--steps", "2",
+           "--batch-size", "2", "--lr", "1e-3", "--eval-every", "0", "--device", "cpu", "--quiet"]
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and len(set(summary["rank_weights_sha256"])) == 1
+    assert one.step == summary["step"] == 2
+    a, b = _state(tmp_path / "one"), _state(tmp_path / "ddp")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], msg=k)
+    assert not _equal(b, _state(run1), "generator.")
