@@ -59,10 +59,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``sashimi train`` to an ``argparse`` parser."""
     g = parser.add_argument_group("run")
     g.add_argument("--task", choices=task_names(),
-                   help="the model family to train (default lm: SaShiMiLM; wavenet: the paper's WaveNet baselines)")
+                   help="the model family to train (default lm: SaShiMiLM; wavenet: the paper's WaveNet baselines; "
+                   "masked: MaskedSaShiMi; sing: SING in three --phase runs)")
     g.add_argument("--data", help="dataset folder (on --resume: default the run's)")
     g.add_argument("--preset", help="model size with its data and optimizer defaults (lm: tiny, sc09, beethoven, "
-                   "youtubemix; wavenet: tiny, sc09-512, sc09-1024, beethoven-512, ...)")
+                   "youtubemix; wavenet: tiny, sc09-512, sc09-1024, beethoven-512, ...; sing: nsynth-sing, tiny-sing)")
     g.add_argument("--out", required=True, help="run folder: checkpoints, log.csv; loads as a model folder")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     g.add_argument("--stop-at", type=int, default=None, metavar="STEP",
