@@ -5,7 +5,7 @@ steps are 0-based, ``t in {0, ..., T-1}``, and the network receives ``t`` itself
 ``beta = linspace(beta_start, beta_end, T)``::
 
     alpha = 1 - beta,  alpha_bar[t] = prod_{s <= t} alpha[s]
-    beta_tilde[0] = beta[0],  beta_tilde[t] = beta[t] (1 - alpha_bar[t-1]) / (1 - alpha_bar[t]),
+    beta_tilde[0] = beta[0],  beta_tilde[t] = beta[t] (1 - alpha_bar[t-1]) / (1 - alpha_bar[t])
     sigma = sqrt(beta_tilde)
 
 Forward process: ``x_t = sqrt(alpha_bar[t]) x_0 + sqrt(1 - alpha_bar[t]) eps``. The official ancestral update
