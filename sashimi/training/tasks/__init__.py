@@ -1,4 +1,4 @@
-"""Training tasks: one per model family (``lm``, ``wavenet``, ``masked``), registered by name for
+"""Training tasks: one per model family (``lm``, ``wavenet``, ``masked``, ``diffwave``), registered by name for
 ``sashimi train --task``."""
 
 from sashimi.training.tasks.base import (
@@ -11,6 +11,7 @@ from sashimi.training.tasks.base import (
     task_names,
     unwrap,
 )
+from sashimi.training.tasks.diffwave import DiffWaveTask
 from sashimi.training.tasks.lm import LMTask
 from sashimi.training.tasks.masked import MaskedTask
 from sashimi.training.tasks.tokens import TokenTask
@@ -18,6 +19,7 @@ from sashimi.training.tasks.wavenet import WaveNetTask
 
 __all__ = [
     "DataSplits",
+    "DiffWaveTask",
     "LMTask",
     "MaskedTask",
     "ModelOption",
