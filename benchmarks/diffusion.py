@@ -35,6 +35,7 @@ import time
 
 import torch
 from _common import machine_description
+from torch.nn.utils import parametrize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -81,8 +82,9 @@ def step_fn(model, batch: int, length: int, mel_frames: int | None, kind: str):
 
     lmnt's ``predict`` calls the whole network at every step (mel upsampling included). Our ``generate``
     methods compute every block's mel conditioning once per sampling run (and DiffWaveSaShiMi its S4 kernels):
-    here the kernels are cached by the warm-up call and the mel terms computed before timing (``mel_terms``,
-    then the network body ``_forward``: the two halves of each model's ``forward``).
+    here the kernels (and their FFTs) are cached by the warm-up call and the mel terms computed before timing
+    (``mel_terms``, then the network body ``_forward``: the two halves of each model's ``forward``); each timed
+    DiffWaveSaShiMi step computes its weight-normed weights once, as ``generate`` does per run.
     """
     x = torch.randn(batch, length)
     t = torch.full((batch,), 10)
@@ -93,7 +95,11 @@ def step_fn(model, batch: int, length: int, mel_frames: int | None, kind: str):
         _KERNEL_CACHES.enter_context(cached_kernels(model))  # open until the process ends
         with torch.no_grad():
             terms = None if mel is None else model.mel_terms(model.check_mel(mel, length, batch), length)
-        return torch.no_grad()(lambda: model._forward(x, t, terms))
+        def run() -> torch.Tensor:
+            with torch.no_grad(), parametrize.cached():  # generate() also caches the weight-normed weights
+                return model._forward(x, t, terms)
+
+        return run
     with torch.no_grad():
         terms = None if mel is None else model.mel_terms(mel, length)
     return torch.no_grad()(lambda: model._forward(x[:, None], t, terms))

@@ -83,10 +83,11 @@ def _complex_of(dtype: torch.dtype) -> torch.dtype:
 
 
 def check_sequence_input(
-    x: object, d_model: int, transposed: bool, name: str = "x", *, dtype: torch.dtype | None = None
+    x: object, d_model: int, transposed: bool, name: str = "x", *, dtype: torch.dtype | None = None,
+    finite: bool = True,
 ) -> None:
-    """Validate a (B, L, H) (or (B, H, L) when transposed) floating sequence without NaN/Inf, with
-    B, L >= 1 and, when ``dtype`` is given, that dtype (see :func:`check_input_dtype`)."""
+    """Validate a (B, L, H) (or (B, H, L) when transposed) floating sequence with B, L >= 1, without NaN/Inf
+    when ``finite`` and, when ``dtype`` is given, of that dtype (see :func:`check_input_dtype`)."""
     layout = "(B, H, L)" if transposed else "(B, L, H)"
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
@@ -103,7 +104,7 @@ def check_sequence_input(
         raise ValueError(f"{name} has length 0: expected shape {layout} with L >= 1")
     if dtype is not None:
         check_input_dtype(x, dtype, name)
-    if not torch.isfinite(x).all():
+    if finite and not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or Inf")
 
 
@@ -202,7 +203,10 @@ class S4Block(nn.Module):
         Returns:
             y: (B, L, H) (or (B, H, L)), and the updated state when ``state`` was given.
         """
-        check_sequence_input(x, self.d_model, self.transposed)
+        # inside a kernel cache (frozen_kernels / cached_kernels: the inner loop of sampling, whose caller checked
+        # its input) the per-call NaN/Inf scan is skipped
+        cached = self.kernel.kernel_cache is not None and not torch.is_grad_enabled()
+        check_sequence_input(x, self.d_model, self.transposed, finite=not cached)
         check_rate(rate)
         if state is not None:
             if self.bidirectional:
@@ -215,13 +219,9 @@ class S4Block(nn.Module):
         B_, H, L = u.shape
         with torch.autocast(device_type=u.device.type, enabled=False):
             uf = u.to(torch.promote_types(u.dtype, torch.float32))
-            K = self.kernel(L, rate).to(uf.dtype)  # (c', H, L)
             c = self.channels
-            if self.bidirectional:
-                k = F.pad(K[:c], (0, L)) + F.pad(K[c:].flip(-1), (L, 0))  # (c, H, 2L)
-            else:
-                k = K
-            y = torch.fft.irfft(torch.fft.rfft(uf, n=2 * L).unsqueeze(1) * torch.fft.rfft(k, n=2 * L), n=2 * L)
+            k_f = self._kernel_spectrum(L, rate, uf.dtype)  # (c, H, L + 1)
+            y = torch.fft.irfft(torch.fft.rfft(uf, n=2 * L).unsqueeze(1) * k_f, n=2 * L)
             y = y[..., :L] + self.D.to(uf.dtype).unsqueeze(-1) * uf.unsqueeze(1)  # (B, c, H, L)
             if state is not None:
                 y = y + self._stream_chunk(uf, state)
@@ -229,6 +229,28 @@ class S4Block(nn.Module):
         y = self._output(y)  # (B, L, H)
         y = y.transpose(1, 2) if self.transposed else y
         return (y, state) if state is not None else y
+
+    def _kernel_spectrum(self, L: int, rate: float, dtype: torch.dtype) -> torch.Tensor:
+        """The rFFT (size 2L) of the convolution kernel: (c, H, L + 1) complex. A bidirectional layer's kernel is
+        the forward kernel at lags 0..L-1 plus the backward one, flipped, at lags -L..-1 (wrapped to L..2L-1).
+
+        Inside a kernel cache (:func:`~sashimi.layers.frozen_kernels`), no-grad calls keep the spectrum with the
+        kernel: the padding, flip and FFT of the kernel are done once per (length, rate, window, dtype).
+        """
+        cache = None if torch.is_grad_enabled() else self.kernel.kernel_cache
+        key = ("spectrum", L, float(rate), self.kernel.window, dtype)
+        if cache is not None and key in cache:
+            return cache[key]
+        K = self.kernel(L, rate).to(dtype)  # (c', H, L)
+        c = self.channels
+        if self.bidirectional:
+            k = F.pad(K[:c], (0, L)) + F.pad(K[c:].flip(-1), (L, 0))  # (c, H, 2L)
+        else:
+            k = K
+        k_f = torch.fft.rfft(k, n=2 * L)  # (c, H, L + 1)
+        if cache is not None:
+            cache[key] = k_f
+        return k_f
 
     # ---- recurrent mode ---------------------------------------------------------------------
     def init_state(

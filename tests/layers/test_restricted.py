@@ -101,3 +101,36 @@ def test_restricted_block_support_equals_the_official_window(reference_dir):
         jac = torch.autograd.functional.jacobian(lambda u: blk(u), x)  # (1, T, H, 1, T, H)
     dep = jac[0, :, :, 0].abs().sum(dim=(1, 3))  # (T out, T in)
     assert torch.equal(dep > 1e-9 * dep.max(), allowed)
+
+
+def test_frozen_kernels_keep_the_kernel_spectrum():
+    """Inside the cache a bidirectional layer pads, flips and transforms its kernel once per length (the same
+    numbers as outside); a new length or dtype gets its own entry; NaN inputs are refused outside the cache."""
+    torch.manual_seed(3)
+    blk = S4Block(4, 8, bidirectional=True)
+    x = torch.randn(2, 32, 4)
+    ffts = []
+    orig = torch.fft.rfft
+
+    def counted(t, *a, **kw):
+        ffts.append(tuple(t.shape))
+        return orig(t, *a, **kw)
+
+    with torch.no_grad():
+        ref, ref48 = blk(x), blk(torch.randn(1, 48, 4))
+    torch.fft.rfft = counted
+    try:
+        with torch.no_grad(), frozen_kernels(blk):
+            outs = [blk(x) for _ in range(3)]
+            blk(torch.randn(2, 48, 4))
+    finally:
+        torch.fft.rfft = orig
+    kernel_ffts = [s for s in ffts if s[0] == 1]  # (c=1, H, 2L) kernels; inputs are (B, H, L)
+    assert kernel_ffts == [(1, 4, 64), (1, 4, 96)]
+    for y in outs:
+        assert torch.equal(y, ref)
+    assert ref48.shape == (1, 48, 4) and blk.kernel.kernel_cache is None
+    bad = x.clone()
+    bad[0, 3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"), torch.no_grad():
+        blk(bad)

@@ -1,4 +1,5 @@
-"""Training tasks: one per model family (``lm``, ``wavenet``, ``masked``, ``sing``), registered by name for
+"""Training tasks: one per model family (``lm``, ``wavenet``, ``masked``, ``sing``, ``diffwave``,
+``classifier``), registered by name for
 ``sashimi train --task``."""
 
 from sashimi.training.tasks.base import (
@@ -11,6 +12,7 @@ from sashimi.training.tasks.base import (
     task_names,
     unwrap,
 )
+from sashimi.training.tasks.diffwave import DiffWaveTask
 from sashimi.training.tasks.lm import LMTask
 from sashimi.training.tasks.masked import MaskedTask
 from sashimi.training.tasks.sing import SINGTask
@@ -19,6 +21,7 @@ from sashimi.training.tasks.wavenet import WaveNetTask
 
 __all__ = [
     "DataSplits",
+    "DiffWaveTask",
     "LMTask",
     "MaskedTask",
     "ModelOption",
