@@ -15,8 +15,8 @@ over the *same* weights:
   ``Categorical(logits=logits / tau).sample()``, its log-probability taken from ``softmax`` and copied
   to the host (``.cpu().numpy()``), and the token itself copied to the host (``.cpu()``, appended to a
   list), as in the official loop with ``return_logprobs=True`` (its entropy bookkeeping is left out).
-* ``ours`` -- ``model.generate(B, T, progress=False, mode=..., compile=..., num_threads=threads)``: the flat step program
-  of :mod:`sashimi.generation.step_program` (with 2+ threads, pipelined: the lower tiers in a worker thread).
+* ``ours`` -- ``model.generate(B, T, progress=False, mode=..., compile=..., num_threads=threads)``: the flat step
+  program of :mod:`sashimi.generation.step_program` (with 2+ threads, pipelined: the lower tiers in a worker thread).
 
 Before timing, the script proves the baseline is the same model: over ``--check-steps`` teacher-forced
 steps the baseline's logits and the fast stepper's logits both equal the convolution-mode logits, and
@@ -37,6 +37,7 @@ Usage::
     python benchmarks/generate.py                    # full CPU run (several minutes)
     python benchmarks/generate.py --threads 1 2      # both thread counts
     python benchmarks/generate.py --quick            # smoke run
+    python benchmarks/generate.py --model bundled --batches 4 --samples 2048 --variants auto   # the bundled model
     python benchmarks/generate.py --device cuda
 """
 
@@ -60,6 +61,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from sashimi.hub import BUNDLED_NAME  # noqa: E402
 from sashimi.layers.blocks import FFBlock, ResidualBlock  # noqa: E402
 from sashimi.layers.pool import DownPool, UpPool  # noqa: E402
 from sashimi.layers.s4block import S4Block  # noqa: E402
@@ -74,7 +76,10 @@ TARGET_B1_SPEEDUP = 3.0
 TARGET_B32_RATE = 16000.0
 
 
-def make_model(device: str, seed: int = 0) -> SaShiMiLM:
+def make_model(device: str, seed: int = 0, which: str = "sc09") -> SaShiMiLM:
+    """The paper's SC09 architecture with random weights, or the bundled model (``which='bundled'``)."""
+    if which == "bundled":
+        return SaShiMiLM.from_pretrained(BUNDLED_NAME).to(device).eval()
     torch.manual_seed(seed)
     return SaShiMiLM(SaShiMiLMConfig(**SC09, sample_rate=SAMPLE_RATE)).to(device).eval()
 
@@ -327,6 +332,9 @@ def main(argv=None) -> int:
                          "the public model.step() with torch.multinomial sampling")
     ap.add_argument("--repeats", type=int, default=1, help="timed generations per cell (the median is shown)")
     ap.add_argument("--check-steps", type=int, default=256)
+    ap.add_argument("--model", default="sc09", choices=["sc09", "bundled"],
+                    help="sc09: the paper's SC09 architecture, random weights; bundled: the model shipped with the "
+                    "package (what `sashimi generate` runs by default)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 128 samples, no compile, 32 check steps")
     args = ap.parse_args(argv)
     if args.quick:
@@ -344,13 +352,14 @@ def main(argv=None) -> int:
     torch.set_grad_enabled(False)
     torch.set_num_threads(args.threads[0])
 
-    print(f"# generation benchmark: SaShiMiLM SC09 config {SC09}, random weights, float32, device={device}")
+    what = f"SC09 config {SC09}, random weights" if args.model == "sc09" else f"the bundled model ({BUNDLED_NAME})"
+    print(f"# generation benchmark: SaShiMiLM {what}, float32, device={device}")
     print(f"# machine: {machine_description(device)}")
     print(f"# date: {datetime.date.today().isoformat()}; samples/s = B*T / wall time of one generation "
           f"(median of {args.repeats}); RTF = samples/s / {SAMPLE_RATE}")
     print(f"# load average at start (1/5/15 min): {loadavg()}", flush=True)
 
-    lm = make_model(device)
+    lm = make_model(device, which=args.model)
     print(f"# parameters: {lm.num_parameters():,}")
 
     # ---- setup (not part of samples/s) ------------------------------------------------------
@@ -381,7 +390,8 @@ def main(argv=None) -> int:
           f"convolution mode: official-style {check['err_base']:.1e}, ours {check['err_ours']:.1e}; generate's "
           f"log-likelihood vs the baseline's on the same samples: {check['ll_diff']:.1e} nats/sample", flush=True)
     print()
-    print("| threads | batch | generator | samples/stream | samples/s | RTF | CPU s per 1k samples | speedup vs baseline |")
+    print("| threads | batch | generator | samples/stream | samples/s | RTF | CPU s per 1k samples "
+          "| speedup vs baseline |")
     print("|---|---|---|---|---|---|---|---|", flush=True)
 
     results: dict = {}
@@ -398,8 +408,8 @@ def main(argv=None) -> int:
             wall, cpu = statistics.median(r[0] for r in reps), statistics.median(r[1] for r in reps)
             b_rate = B * Tb / wall
             results[(threads, B, "baseline")] = dict(rate=b_rate, cpu=cpu)
-            print(f"| {threads} | {B} | official-style (dense, lists) | {Tb} | {b_rate:,.0f} | {b_rate / SAMPLE_RATE:.3f} "
-                  f"| {cpu / (B * Tb) * 1e3:.3f} | 1.0x |", flush=True)
+            print(f"| {threads} | {B} | official-style (dense, lists) | {Tb} | {b_rate:,.0f} "
+                  f"| {b_rate / SAMPLE_RATE:.3f} | {cpu / (B * Tb) * 1e3:.3f} | 1.0x |", flush=True)
             for variant in args.variants:
                 mode, comp = variant.split("+")[0], variant.endswith("+compile")
                 label = f"ours: generate(mode={mode!r}{', compile=True' if comp else ''})"

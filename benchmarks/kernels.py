@@ -12,10 +12,10 @@ Prints one table, measured in one run, for H SSMs with N/2 stored modes at each 
 
 Every measurement runs in a fresh subprocess: time is the median over ``--repeats`` calls after one
 warm-up call, as wall-clock time and as the process's CPU time (``time.process_time``; on a shared,
-oversubscribed machine the latter is the more stable measure, especially with ``--threads 1``), peak memory is the increase of the process's peak RSS (``getrusage`` max RSS; CUDA:
-``max_memory_allocated``) over its baseline after the inputs were built, output included. A dense
-reference whose estimated (batch, N, L) complex temporaries exceed ``--mem-limit-gib`` is not run;
-the table shows ``OOM (needs X GiB)`` instead.
+oversubscribed machine the latter is the more stable measure, especially with ``--threads 1``), peak memory is
+the increase of the process's peak RSS (``getrusage`` max RSS; CUDA: ``max_memory_allocated``) over its baseline
+after the inputs were built, output included. A dense reference whose estimated (batch, N, L) complex temporaries
+exceed ``--mem-limit-gib`` is not run; the table shows ``OOM (needs X GiB)`` instead.
 
 Error: relative L2 error against a float64 evaluation of the same (float32-rounded) inputs on
 ``--err-rows`` evenly spaced SSMs out of H. The float64 truth is the dense spec: ``vandermonde_ref``,
@@ -282,7 +282,8 @@ def main(argv=None) -> int:
           f"device={args.device}")
     print(f"# machine: {machine_description(args.device, args.threads or torch.get_num_threads())}")
     print(f"# date: {datetime.date.today().isoformat()}; median of {args.repeats} calls after a warm-up; "
-          f"peak = max-RSS increase in a fresh process{' (CUDA: max_memory_allocated)' if args.device == 'cuda' else ''}")
+          f"peak = max-RSS increase in a fresh process"
+          f"{' (CUDA: max_memory_allocated)' if args.device == 'cuda' else ''}")
     if hasattr(os, "getloadavg"):
         print("# load average at start (1/5/15 min): %.2f %.2f %.2f" % os.getloadavg())
     print(f"# error: relative L2 vs the float64 dense spec on {len(rows)} of the {H} SSMs "
@@ -326,8 +327,9 @@ def main(argv=None) -> int:
                                  f"({row['ref']['cpu_seconds'] / r['cpu_seconds']:.1f}x)")
                     elif backend == "torch":
                         speed = "ref not run"
-                    print(f"| {OP_LABEL[op]} | {fmt_len(L)} | {backend} | {r['seconds']:.4f} | {r['cpu_seconds']:.4f} | "
-                          f"{r['peak_bytes'] / GIB:.3f} | {r['rel_err']:.1e} | {speed} |", flush=True)
+                    print(f"| {OP_LABEL[op]} | {fmt_len(L)} | {backend} | {r['seconds']:.4f} "
+                          f"| {r['cpu_seconds']:.4f} | {r['peak_bytes'] / GIB:.3f} | {r['rel_err']:.1e} | {speed} |",
+                          flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

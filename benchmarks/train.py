@@ -131,7 +131,8 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--seq-len", type=int, default=16384, help="samples per sequence (default 16384)")
-    ap.add_argument("--batch", type=int, default=4, help="sequences per step (default 4; 1 measures the per-step kernel cost)")
+    ap.add_argument("--batch", type=int, default=4,
+                    help="sequences per step (default 4; 1 measures the per-step kernel cost)")
     ap.add_argument("--repeats", type=int, default=3, help="timed rounds after the warm-up (default 3)")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -160,7 +161,8 @@ def main(argv=None) -> int:
           f"median of {args.repeats} steps after 1 warm-up step each")
     if not cuda:
         tuned = {k: os.environ[k] for k in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_") if k in os.environ}
-        print(f"# allocator: glibc {'with ' + ', '.join(f'{k}={v}' for k, v in tuned.items()) if tuned else 'defaults'}")
+        print(f"# allocator: glibc "
+              f"{'with ' + ', '.join(f'{k}={v}' for k, v in tuned.items()) if tuned else 'defaults'}")
     if hasattr(os, "getloadavg"):
         print("# load average at start (1/5/15 min): %.2f %.2f %.2f" % os.getloadavg(), flush=True)
 

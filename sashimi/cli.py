@@ -84,27 +84,50 @@ def _write_samples(args: argparse.Namespace, waves, sample_rate: int, notes: lis
             p.unlink(missing_ok=True)
 
 
-def _cmd_convert(args: argparse.Namespace) -> int:
-    import torch
-
-    from sashimi.models.lm import SaShiMiLM
-
+def _convert_out(args: argparse.Namespace) -> Path:
+    """The ``--out`` folder of a conversion: a folder, empty unless ``--force``."""
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise SystemExit(f"error: --out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not args.force:
         raise SystemExit(f"error: --out {out} is not empty (use --force to overwrite its model files)")
+    return out
+
+
+def _write_converted(out: Path, write) -> None:
+    """Run ``write()`` (an atomic save: the old model files survive any failure); an OSError is one line."""
+    try:
+        write()
+    except OSError as err:
+        raise SystemExit(
+            f"error: writing {out} failed ({err.strerror or err}); its old files are unchanged"
+        ) from None
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    import torch
+
+    from sashimi.models.lm import SaShiMiLM
+
+    out = _convert_out(args)
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     model = SaShiMiLM.from_state_spaces(args.file, variant=args.variant, dt_transform=args.dt_transform, dtype=dtype)
-    try:  # atomic: the old model files survive any failure
-        model.save_pretrained(out, model_card_kwargs={"repo_id": args.repo_id} if args.repo_id else None)
-    except OSError as err:
-        raise SystemExit(f"error: writing {out} failed ({err.strerror or err}); its old files are unchanged") from None
+    _write_converted(out, lambda: model.save_pretrained(
+        out, model_card_kwargs={"repo_id": args.repo_id} if args.repo_id else None))
     info = model._conversion_info
     print(f"converted {args.file} ({info['layout']} layout, variant {args.variant}) -> {out}")
     print(f"  parameters: {model.num_parameters():,}  {model.config.quantization} {model.config.bits}-bit "
           f"{model.config.sample_rate} Hz")
     print(f"  load it with SaShiMiLM.from_pretrained({str(out)!r}) or publish it with: sashimi push {out} USER/REPO")
+    return 0
+
+
+def _cmd_convert_diffwave(args: argparse.Namespace) -> int:
+    from sashimi.models.diffwave import convert_diffwave_sashimi
+
+    out = _convert_out(args)
+    _write_converted(out, lambda: convert_diffwave_sashimi(args.file, args.config, out))
+    print(f"converted {args.file} -> {out}; load it with sashimi.load_model({str(out)!r})")
     return 0
 
 
@@ -138,6 +161,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         if key != "model_type":
             print(f"  {key}: {value}")
     print(f"parameters: {model.num_parameters():,}")
+    if hasattr(model, "label_vocabularies"):
+        for key, value in model.label_vocabularies().items():
+            print(f"  labels {key}: {value}")
     return 0
 
 
@@ -160,10 +186,15 @@ def _generate_lm(model, args: argparse.Namespace):
                 f"longer than the requested {num_samples} ({args.seconds} s)"
             )
 
+    # the model's stored default (generation.json), else 1.0
+    temperature = args.temperature
+    if temperature is None:
+        temperature = model.generation_defaults.get("temperature", 1.0)
+
     def sample():
         generator = torch.Generator().manual_seed(args.seed)
         out = model.generate(
-            args.batch_size, num_samples, prompt=prompt, temperature=args.temperature, top_p=args.top_p,
+            args.batch_size, num_samples, prompt=prompt, temperature=temperature, top_p=args.top_p,
             generator=generator, progress=not args.quiet, num_threads=args.threads, compile=args.compile,
         )
         order = list(range(args.batch_size))
@@ -174,14 +205,132 @@ def _generate_lm(model, args: argparse.Namespace):
     return sample
 
 
+def _parse_steps(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        steps = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise SystemExit(
+            f"error: --steps must be comma-separated positive ints (e.g. 20,10,10,10), got {text!r}"
+        ) from None
+    if not steps or min(steps) < 1:
+        raise SystemExit(f"error: --steps must be positive, got {text!r}")
+    return steps
+
+
+def _generate_masked(model, args: argparse.Namespace):
+    """``sashimi generate`` for masked-token models (``masked-sashimi``): iterative parallel decoding, with an
+    optional autoregressive rescorer (``--rescorer``) and an autoregressive prefix (``--ar-seconds``)."""
+    import torch
+
+    from sashimi.generation.hybrid import generate_hybrid
+
+    cfg = model.config
+    if cfg.quantization is None:
+        raise SystemExit("error: this masked model generates codec tokens, not audio: decode them in Python "
+                         "(MaskedSaShiMi.generate returns the tokens)")
+    steps = _parse_steps(args.steps) or ((20,) if cfg.n_codebooks == 1 else (20, 10, 10, 10))
+    num_tokens = max(1, round(args.seconds * cfg.sample_rate))
+    lm = _load_model(args.rescorer) if args.rescorer is not None else None
+    ar_tokens = 0
+    if args.ar_seconds is not None:
+        _positive(args.ar_seconds, "--ar-seconds")
+        ar_tokens = round(args.ar_seconds * cfg.sample_rate)
+        if not 1 <= ar_tokens < num_tokens:
+            raise SystemExit(f"error: --ar-seconds {args.ar_seconds} must be shorter than --seconds {args.seconds}")
+        if lm is None:
+            raise SystemExit("error: --ar-seconds needs --rescorer LM_DIR (the autoregressive model of the prefix)")
+    kw = dict(steps=steps, top_p=args.top_p, progress=not args.quiet)
+    if args.temperature is not None:
+        kw["temperature"] = args.temperature
+
+    def sample():
+        generator = torch.Generator().manual_seed(args.seed)
+        if ar_tokens:
+            out = generate_hybrid(lm, model, num_tokens, ar_tokens, args.batch_size, generator=generator,
+                                  rescorer=lm, **kw)
+        else:
+            out = model.generate(args.batch_size, num_tokens, rescorer=lm, generator=generator, **kw)
+        return out.waveform, [""] * args.batch_size
+
+    return sample
+
+
+def _diffusion_steps(text: str | None) -> str | int:
+    if text is None:
+        return "full"
+    if text in ("full", "fast"):
+        return text
+    try:
+        steps = int(text)
+    except ValueError:
+        raise SystemExit(f"error: --steps must be 'full', 'fast' or a positive int for a diffusion model, "
+                         f"got {text!r}") from None
+    if steps < 1:
+        raise SystemExit(f"error: --steps must be positive, got {text!r}")
+    return steps
+
+
+def _generate_diffusion(model, args: argparse.Namespace):
+    """``sashimi generate`` for unconditional diffusion models (``diffwave-sashimi``, ``diffwave-wavenet``)."""
+    import torch
+
+    cfg = model.config
+    if cfg.n_mels:
+        raise SystemExit(f"error: {args.model} is a vocoder (it needs a mel spectrogram): use "
+                         f"`sashimi vocode --model {args.model} --audio IN.wav --out DIR`")
+    steps = _diffusion_steps(args.steps)
+    pool = getattr(model, "total_pool", 1)
+    num_samples = max(pool, round(args.seconds * cfg.sample_rate / pool) * pool)
+
+    def sample():
+        generator = torch.Generator().manual_seed(args.seed)
+        waves = model.generate(args.batch_size, num_samples, steps=steps, sampler=args.sampler, generator=generator,
+                               progress=not args.quiet)
+        return waves.float().clamp(-1, 1), [""] * args.batch_size
+
+    return sample
+
+
+def _generate_sing(model, args: argparse.Namespace):
+    """``sashimi generate`` for SING: one note per (instrument, pitch, velocity) triple; single values
+    broadcast to ``--batch-size`` notes (``--seconds``, ``--temperature`` and ``--top-p`` do not apply)."""
+    if args.instrument is None or args.pitch is None:
+        raise SystemExit("error: a SING model needs --instrument and --pitch (and --velocity, default 100); "
+                         f"see `sashimi info {args.model}` for its labels")
+    try:
+        instruments = [model.instrument_id(int(i) if i.lstrip("-").isdigit() else i) for i in args.instrument]
+        velocities = [model.velocity_id(v) for v in (args.velocity or [100])]
+        labels = [instruments, [int(p) for p in args.pitch], velocities]
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    n = max(len(v) for v in labels)
+    if n == 1:
+        labels = [v * args.batch_size for v in labels]
+    elif any(len(v) not in (1, n) for v in labels):
+        raise SystemExit("error: --instrument, --pitch and --velocity need the same number of values (or one)")
+    instrument, pitch, velocity = model.check_labels(*labels)
+
+    def sample():
+        waves = model.generate(instrument, pitch, velocity, batch_size=64, progress=not args.quiet)
+        notes = [f"  instrument={int(i)} pitch={int(p)} velocity_id={int(v)}"
+                 for i, p, v in zip(instrument, pitch, velocity)]
+        return waves.float().clamp(-1, 1), notes
+
+    return sample
+
+
 #: how ``sashimi generate`` samples from each model type (a family that can generate adds its line): a
 #: function (model, args) that validates the inputs and returns the sampling function
-GENERATORS = {"sashimi-lm": _generate_lm}
+GENERATORS = {"sashimi-lm": _generate_lm, "masked-sashimi": _generate_masked,
+              "diffwave-sashimi": _generate_diffusion, "diffwave-wavenet": _generate_diffusion, "sing": _generate_sing}
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     _positive(args.seconds, "--seconds")
-    _positive(args.temperature, "--temperature")
+    if args.temperature is not None:
+        _positive(args.temperature, "--temperature")
     if not 0 < args.top_p <= 1:
         raise SystemExit(f"error: --top-p must be in (0, 1], got {args.top_p}")
     if args.batch_size < 1:
@@ -204,6 +353,39 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     old = _prepare_out(Path(args.out), args.overwrite)  # before anything is generated
     waves, notes = sample()
     _write_samples(args, waves, model.config.sample_rate, notes, old)
+    return 0
+
+
+def _cmd_vocode(args: argparse.Namespace) -> int:
+    import math
+
+    import torch
+
+    from sashimi.audio import load_audio
+    from sashimi.audio.features import log_mel_spectrogram
+
+    model = _load_model(args.model)
+    cfg = model.config
+    if not getattr(cfg, "n_mels", 0):
+        raise SystemExit(f"error: {args.model} is not a vocoder (a {cfg.model_type!r} model without mel "
+                         "conditioning)")
+    steps = _diffusion_steps(args.steps or "fast")
+    wav, _ = load_audio(args.audio, sample_rate=cfg.sample_rate, resample=args.resample)
+    wav = wav.reshape(1, -1) if wav.ndim == 1 else wav[:1]  # (1, T)
+    hop = cfg.hop_length
+    pool = getattr(model, "total_pool", 1)
+    frames = wav.shape[-1] // hop
+    frames -= frames % (pool // math.gcd(pool, hop))  # the length must be a multiple of the pooling too
+    if frames < 1:
+        raise SystemExit(f"error: {args.audio} is shorter than one frame ({hop} samples)")
+    mel = log_mel_spectrogram(wav[:, : frames * hop], sample_rate=cfg.sample_rate, n_mels=cfg.n_mels,
+                              hop_length=hop)[..., :frames]  # (1, n_mels, frames)
+    old = _prepare_out(Path(args.out), args.overwrite)
+    waves = model.generate(1, frames * hop, mel=mel.to(next(model.parameters()).dtype), steps=steps,
+                           sampler=args.sampler, generator=torch.Generator().manual_seed(args.seed),
+                           progress=not args.quiet)
+    args.plot = False
+    _write_samples(args, waves.float().clamp(-1, 1), cfg.sample_rate, [f"  ({frames} mel frames)"], old)
     return 0
 
 
@@ -290,7 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", default="samples", help="output folder (must be empty, unless --overwrite)")
     gen.add_argument("--overwrite", action="store_true",
                      help="write into a non-empty --out folder, replacing its sample_* files")
-    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--temperature", type=float, default=None,
+                     help="sampling temperature (default: the model family's, 1.0 for autoregressive models)")
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--sort", action="store_true", help="order the files by likelihood, most likely first")
@@ -300,7 +483,32 @@ def build_parser() -> argparse.ArgumentParser:
                      help="CPU threads (2+: the lower tiers step in a second thread; same samples)")
     gen.add_argument("--compile", action="store_true",
                      help="compile the step program with torch.compile (slow first call, faster after)")
+    gen.add_argument("--steps", default=None,
+                     help="masked models: decoding steps per stream, e.g. 20 or 20,10,10,10; diffusion models: "
+                          "'full' (default), 'fast' or an int")
+    gen.add_argument("--rescorer", default=None,
+                     help="masked models: an autoregressive model folder that rescores every decoding step")
+    gen.add_argument("--ar-seconds", type=float, default=None,
+                     help="masked models: generate the first S seconds with the --rescorer model, then the rest "
+                          "by masked decoding (hybrid)")
+    gen.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"], help="diffusion models: the sampler")
+    gen.add_argument("--instrument", nargs="+", default=None, help="SING: instrument ids or names")
+    gen.add_argument("--pitch", nargs="+", default=None, help="SING: MIDI pitches")
+    gen.add_argument("--velocity", nargs="+", type=int, default=None,
+                     help="SING: MIDI velocities (25, 50, 75, 100 or 127; default 100)")
     gen.set_defaults(func=_cmd_generate)
+
+    voc = sub.add_parser("vocode", help="re-synthesize a recording from its mel spectrogram with a vocoder")
+    voc.add_argument("--model", required=True, help="a vocoder model folder (diffwave-sashimi with n_mels > 0)")
+    voc.add_argument("--audio", required=True, help="the recording (its log-mel spectrogram is the condition)")
+    voc.add_argument("--out", default="vocoded", help="output folder (must be empty, unless --overwrite)")
+    voc.add_argument("--overwrite", action="store_true")
+    voc.add_argument("--steps", default="fast", help="'full', 'fast' (lmnt's 6 steps, default) or an int")
+    voc.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"])
+    voc.add_argument("--resample", action="store_true", help="resample a recording at another sample rate")
+    voc.add_argument("--seed", type=int, default=0)
+    voc.add_argument("--quiet", action="store_true")
+    voc.set_defaults(func=_cmd_vocode)
 
     info = sub.add_parser("info", help="print a model's config and parameter count")
     info.add_argument("model", help="local model folder, Hub id, or pretrained name (e.g. sashimi-sc09)")
@@ -324,6 +532,15 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--repo-id", default=None, help="Hub id to show in the model card's usage example")
     ss.add_argument("--force", action="store_true", help="write into a non-empty --out folder")
     ss.set_defaults(func=_cmd_convert)
+    dw = conv_sub.add_parser(
+        "diffwave-sashimi", help="an official diffwave-sashimi checkpoint (.pkl, read with weights_only=True)"
+    )
+    dw.add_argument("file", help="the official checkpoint, e.g. sc09_unconditional.pkl")
+    dw.add_argument("--config", required=True,
+                    help="sc09, sc09-small, vocoder, or a JSON file holding the official model config")
+    dw.add_argument("--out", required=True, help="output folder (config.json, model.safetensors, README.md)")
+    dw.add_argument("--force", action="store_true", help="write into a non-empty --out folder")
+    dw.set_defaults(func=_cmd_convert_diffwave)
 
     push = sub.add_parser("push", help="upload a saved model folder to a Hub model repo")
     push.add_argument("model_dir", help="folder with config.json and model.safetensors")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from sashimi.hub import registry as hub
 from sashimi.audio import quantize
 from sashimi.cli import main
 from sashimi.data import plucked_melody
+from sashimi.metrics import periodicity
 from sashimi.models.lm import SaShiMiLM
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,6 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def bundled() -> SaShiMiLM:
     return SaShiMiLM.from_pretrained(hub.BUNDLED_NAME).eval()
+
+
+def _default_temperature() -> float:
+    """The sampling temperature stored with the bundled model (``generation.json``); 1 without one."""
+    path = hub.bundled_model_path() / "generation.json"
+    return float(json.loads(path.read_text())["temperature"]) if path.exists() else 1.0
 
 
 def _unigram_bits(q: torch.Tensor, classes: int) -> float:
@@ -58,6 +66,26 @@ def test_has_learned_plucked_strings(bundled: SaShiMiLM) -> None:
     res = report["results"]
     assert res["test_bits_per_sample"] < res["unigram_bits_per_sample"]
     assert report["parameters"] == bundled.num_parameters()
+
+
+def test_samples_sound_like_the_data(bundled: SaShiMiLM) -> None:
+    """Issue 14's check on shorter clips: ``sashimi generate`` at its defaults (batch 4, the stored temperature),
+    seeds 0-3, 0.5 s: the samples are pitched (median periodicity >= 0.6; white noise scores 0.1, the
+    training clips above 0.9) and the model finds them about as likely as held-out data (convolution-mode
+    bits/sample within 1.5x the held-out NLL of ``training.json``). The model bundled before issue 14
+    fails it (periodicity 0.2: its samples drift into noise)."""
+    cfg = bundled.config
+    temperature = _default_temperature()
+    held_out = json.loads((hub.bundled_model_path() / "training.json").read_text())["results"]["test_bits_per_sample"]
+    per, bits = [], []
+    for seed in range(4):
+        g = torch.Generator().manual_seed(seed)
+        out = bundled.generate(4, cfg.sample_rate // 2, temperature=temperature, generator=g, progress=False)
+        per += periodicity(out.waveform, cfg.sample_rate).tolist()  # (4,)
+        with torch.no_grad():
+            bits += bundled.log_likelihood(out.tokens).tolist()  # (4,), convolution mode
+    assert statistics.median(per) >= 0.6, per
+    assert statistics.fmean(bits) <= 1.5 * held_out, (bits, held_out)
 
 
 def test_generates_one_second(bundled: SaShiMiLM) -> None:
@@ -96,14 +124,20 @@ def test_training_script_smoke(tmp_path: Path) -> None:
     out = tmp_path / "model"
     cmd = [sys.executable, str(REPO / "scripts" / "train_default.py"), "--steps", "3", "--clips", "2",
            "--seconds", "0.5", "--seq-len", "512", "--batch-size", "2", "--threads", "1", "--out", str(out),
-           "--quiet"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    # 3 steps do not beat the unigram baseline: the script says so and exits 1, but writes the model
+           "--check-seconds", "0.1", "--quiet"]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    # 3 steps neither beat the unigram baseline nor pass the quality check: the script says so and exits 1,
+    # but writes the model
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
-    assert "held-out NLL below the unigram baseline" in proc.stdout
+    assert "held-out NLL below the unigram baseline" in proc.stdout and "quality check" in proc.stdout
     report = json.loads((out / "training.json").read_text())
     assert report["training"]["steps"] == 3 and report["data"]["clips"] == {"train": 2, "valid": 1, "test": 1}
     model = SaShiMiLM.from_pretrained(str(out))
     assert model.num_parameters() == report["parameters"]
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors",
-                                                    "training.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "generation.json",
+                                                    "model.safetensors", "training.json"]
+    quality = report["quality"]
+    assert json.loads((out / "generation.json").read_text()) == {"temperature": quality["temperature"]}
+    assert len(quality["samples_periodicity"]) == 16 and 0 <= quality["samples_median_periodicity"] <= 1
+    assert quality["train_data_periodicity"]["stored"] > 0.9  # plucked strings are pitched
+    assert "Training data and quality" in (out / "README.md").read_text()

@@ -107,3 +107,109 @@ def test_convert_names_what_a_wrong_file_is(tmp_path, capsys, content, what):
     bad.write_bytes(content + b"\x00" * 64)
     assert main(["convert", "state-spaces", str(bad), "--variant", "sc09", "--out", str(tmp_path / "o")]) == 2
     assert what in capsys.readouterr().err
+
+
+def test_generate_from_a_masked_model_plain_rescored_and_hybrid(saved, tmp_path):
+    """``sashimi generate`` on a masked-sashimi folder: masked decoding, with --rescorer, and hybrid
+    (--ar-seconds): every run writes its samples; the hybrid's needs the AR model."""
+    import soundfile as sf
+
+    from sashimi.models import MaskedSaShiMi, MaskedSaShiMiConfig
+
+    torch.manual_seed(0)
+    MaskedSaShiMi(MaskedSaShiMiConfig(d_model=8, n_layers=1, pool=(2,), d_state=8, card=256,
+                                      quantization="mu-law")).save_pretrained(tmp_path / "masked")
+    base = ["generate", "--model", str(tmp_path / "masked"), "--seconds", "0.003", "--batch-size", "2", "--quiet",
+            "--steps", "3"]
+    for i, extra in enumerate([[], ["--rescorer", str(saved)], ["--rescorer", str(saved), "--ar-seconds", "0.001"]]):
+        out = tmp_path / f"out{i}"
+        assert main([*base, "--out", str(out), *extra]) == 0
+        files = sorted(out.glob("sample_*.wav"))
+        assert len(files) == 2 and sf.read(str(files[0]))[0].shape[0] >= 45
+    with pytest.raises(SystemExit, match="needs --rescorer"):
+        main([*base, "--out", str(tmp_path / "x"), "--ar-seconds", "0.001"])
+    with pytest.raises(SystemExit, match="--steps"):
+        main([*base[:-1], "0,2", "--out", str(tmp_path / "y")])
+
+
+@pytest.mark.parametrize("case,command", [("uncond_v", "generate"), ("cond_v", "vocode")])
+def test_convert_then_generate_or_vocode_a_diffusion_model(load_case, tmp_path, case, command, capsys):
+    """``sashimi convert diffwave-sashimi`` of an official checkpoint (the golden small models), then
+    ``sashimi generate`` (unconditional) or ``sashimi vocode`` (mel-conditioned) with a few steps."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    tensors, meta = load_case(f"diffwave/{case}")
+    sd = {k: v for k, v in tensors.items() if not k.startswith("golden.")}
+    pkl = tmp_path / "official.pkl"
+    torch.save({"model_state_dict": sd}, pkl)
+    (tmp_path / "model.json").write_text(json.dumps(meta["config"]))
+    folder = tmp_path / "model"
+    assert main(["convert", "diffwave-sashimi", str(pkl), "--config", str(tmp_path / "model.json"),
+                 "--out", str(folder)]) == 0
+    out = tmp_path / "out"
+    if command == "generate":
+        assert main(["generate", "--model", str(folder), "--seconds", "0.016", "--batch-size", "2", "--steps", "3",
+                     "--quiet", "--out", str(out)]) == 0
+        files = sorted(out.glob("sample_*.wav"))
+        assert len(files) == 2
+        with pytest.raises(SystemExit, match="not a vocoder"):
+            main(["vocode", "--model", str(folder), "--audio", str(files[0]), "--out", str(tmp_path / "v")])
+    else:
+        rate = json.loads((folder / "config.json").read_text())["sample_rate"]
+        t = np.arange(4096) / rate
+        sf.write(str(tmp_path / "tone.wav"), (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), rate)
+        assert main(["vocode", "--model", str(folder), "--audio", str(tmp_path / "tone.wav"), "--steps", "fast",
+                     "--quiet", "--out", str(out)]) == 0
+        files = sorted(out.glob("sample_*.wav"))
+        with pytest.raises(SystemExit, match="is a vocoder"):
+            main(["generate", "--model", str(folder), "--out", str(tmp_path / "g"), "--quiet"])
+    data, _ = sf.read(str(files[0]))
+    assert data.ndim == 1 and data.shape[0] % 16 == 0 and np.isfinite(data).all() and np.abs(data).max() <= 1
+
+
+def test_stored_default_temperature_is_used_and_saved(tmp_path):
+    """A model folder's ``generation.json`` (the bundled model stores 0.7) is the CLI's default temperature,
+    and ``save_pretrained`` writes it back."""
+    import soundfile as sf
+
+    import sashimi
+
+    bundled = sashimi.load_model("sashimi-default")
+    assert bundled.generation_defaults == {"temperature": 0.7}
+    bundled.save_pretrained(tmp_path / "copy")
+    assert sashimi.load_model(tmp_path / "copy").generation_defaults == {"temperature": 0.7}
+    runs = {}
+    for name, extra in (("default", []), ("stored", ["--temperature", "0.7"]), ("one", ["--temperature", "1.0"])):
+        out = tmp_path / name
+        assert main(["generate", "--model", str(tmp_path / "copy"), "--seconds", "0.01", "--batch-size", "2",
+                     "--quiet", "--out", str(out), *extra]) == 0
+        runs[name] = [sf.read(str(f))[0] for f in sorted(out.glob("*.wav"))]
+    assert all((a == b).all() for a, b in zip(runs["default"], runs["stored"]))
+    assert any((a != b).any() for a, b in zip(runs["default"], runs["one"]))
+
+
+def test_generate_sing_notes_and_info_shows_the_labels(tmp_path, capsys):
+    import soundfile as sf
+
+    from sashimi.models import SING
+    from sashimi.models.sing import sing_preset
+
+    torch.manual_seed(0)
+    SING(sing_preset("tiny-sing", num_instruments=3, num_pitches=5, channels=16, dimension=8,
+                     lstm_hidden=16)).save_pretrained(tmp_path / "sing")
+    out = tmp_path / "notes"
+    assert main(["generate", "--model", str(tmp_path / "sing"), "--instrument", "1", "--pitch", "2", "4",
+                 "--velocity", "100", "--quiet", "--out", str(out)]) == 0
+    files = sorted(out.glob("sample_*.wav"))
+    assert len(files) == 2 and sf.read(str(files[0]))[1] == 16000
+    assert "pitch=4" in capsys.readouterr().out
+    assert main(["generate", "--model", str(tmp_path / "sing"), "--instrument", "1", "--pitch", "9", "--quiet",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "pitch ids must lie in [0, 5)" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit, match="needs --instrument and --pitch"):
+        main(["generate", "--model", str(tmp_path / "sing"), "--quiet", "--out", str(tmp_path / "bad2")])
+    assert main(["info", str(tmp_path / "sing")]) == 0
+    assert "labels velocity" in capsys.readouterr().out

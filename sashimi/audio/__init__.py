@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import os
 import uuid
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -42,6 +43,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "check_finite_samples",
     "dequantize",
     "linear_decode",
     "linear_encode",
@@ -291,13 +293,21 @@ def load_audio(
     *,
     resample: bool = False,
     mono: bool = True,
+    normalize: bool = False,
 ) -> tuple[Tensor, int]:
     """Read an audio file with soundfile; returns ``(waveform, sample_rate)``.
 
-    ``waveform`` is float32 in ``[-1, 1]``: shape ``(T,)`` (channels averaged) when ``mono``,
-    else ``(C, T)`` (also for single-channel files). If ``sample_rate`` is given and differs from
-    the file's rate, the audio is resampled with soxr when ``resample=True``; otherwise a
-    ValueError is raised. The returned rate is the rate of the returned waveform.
+    ``waveform`` is float32 of shape ``(T,)`` (channels averaged) when ``mono``, else ``(C, T)``
+    (also for single-channel files). Integer PCM files (WAV 16/24/32-bit, FLAC, ...) give values in
+    ``[-1, 1)``. Float files (WAV/AIFF 32- or 64-bit float) store samples as they are and may exceed
+    ``[-1, 1]``: such a file is returned unchanged with a warning naming it and its peak (quantizing
+    or saving clips those samples), or, with ``normalize=True``, divided by its peak so that it lies in
+    ``[-1, 1]`` (a file within ``[-1, 1]`` is never rescaled). A file with NaN or infinite samples is
+    refused (ValueError naming the file and the first such sample).
+
+    If ``sample_rate`` is given and differs from the file's rate, the audio is resampled with soxr
+    when ``resample=True``; otherwise a ValueError is raised. The returned rate is the rate of the
+    returned waveform.
     """
     import soundfile as sf
 
@@ -309,11 +319,22 @@ def load_audio(
     if path.is_dir():
         raise ValueError(f"cannot read audio from {path}: it is a directory")
     try:
-        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise ValueError(f"cannot read audio file {path}: {exc}") from exc
     if data.shape[0] == 0:
         raise ValueError(f"audio file {path} contains no samples")
+    check_finite_samples(data, path)
+    peak = float(np.abs(data).max())
+    if peak > 1.0:
+        if normalize:
+            data = data / np.float32(peak)
+        else:
+            warnings.warn(
+                f"{path}: samples reach {peak:.4g}, outside [-1, 1] (a float file); they are returned as stored "
+                "and are clipped when quantized or saved. Pass normalize=True to divide the file by its peak.",
+                stacklevel=2,
+            )
     wav = torch.from_numpy(np.ascontiguousarray(data.T))  # (C, T)
     if mono:
         wav = wav.mean(dim=0)
@@ -327,6 +348,22 @@ def load_audio(
         wav = _resample(wav, rate, sample_rate)
         rate = sample_rate
     return wav.to(torch.float32).contiguous(), rate
+
+
+def check_finite_samples(data: np.ndarray, path: str | os.PathLike, offset: int = 0) -> None:
+    """Raise ValueError naming ``path`` and the first bad sample if ``data`` (T, C) has NaN or inf.
+
+    ``offset`` is the frame index of ``data[0]`` in the file (for block-wise reads).
+    """
+    finite = np.isfinite(data)
+    if finite.all():
+        return
+    frame, channel = (int(i) for i in np.argwhere(~finite)[0])
+    value = data[frame, channel]
+    raise ValueError(
+        f"audio file {path} contains non-finite samples (the first: {value} at frame {offset + frame}, "
+        f"channel {channel})"
+    )
 
 
 def save_audio(

@@ -1,5 +1,10 @@
 """Converters from the official implementation's state dicts to this package's modules."""
 
+from sashimi.convert.diffwave_sashimi import (
+    OFFICIAL_CONFIGS,
+    convert_diffwave_sashimi_state_dict,
+    load_diffwave_sashimi,
+)
 from sashimi.convert.standalone import convert_standalone_state_dict, detilde, standalone_config
 from sashimi.convert.state_spaces import (
     VARIANTS,
@@ -11,6 +16,9 @@ from sashimi.convert.state_spaces import (
 )
 
 __all__ = [
+    "OFFICIAL_CONFIGS",
+    "convert_diffwave_sashimi_state_dict",
+    "load_diffwave_sashimi",
     "VARIANTS",
     "UnsafeCheckpointError",
     "convert_standalone_state_dict",

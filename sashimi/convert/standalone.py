@@ -88,7 +88,9 @@ def standalone_config(sashimi_args: dict[str, Any], **overrides: Any) -> SaShiMi
     unknown = sorted(set(sashimi_args) - set(STANDALONE_ARGS))
     if unknown:
         raise ValueError(f"unknown standalone Sashimi argument(s): {unknown}; known: {list(STANDALONE_ARGS)}")
-    kw: dict[str, Any] = dict(n_ssm=None, norm="layer", pool_weight_norm=False, ssm_mode="dplr", init="legs", d_state=64)
+    kw: dict[str, Any] = dict(
+        n_ssm=None, norm="layer", pool_weight_norm=False, ssm_mode="dplr", init="legs", d_state=64
+    )
     kw.update(sashimi_args)
     kw["pool"] = tuple(kw.get("pool", (4, 4)))
     kw.update(overrides)

@@ -249,8 +249,12 @@ class _Mapper:
     def pool(self, src: str, dst: str) -> None:
         if self.has(f"{src}.linear.weight_g"):
             self.seen["pool_weight_norm"].add(True)
-            self.out[f"{dst}.linear.parametrizations.weight.original0"] = _squeeze_conv(self.take(f"{src}.linear.weight_g"))
-            self.out[f"{dst}.linear.parametrizations.weight.original1"] = _squeeze_conv(self.take(f"{src}.linear.weight_v"))
+            self.out[f"{dst}.linear.parametrizations.weight.original0"] = _squeeze_conv(
+                self.take(f"{src}.linear.weight_g")
+            )
+            self.out[f"{dst}.linear.parametrizations.weight.original1"] = _squeeze_conv(
+                self.take(f"{src}.linear.weight_v")
+            )
         else:
             self.seen["pool_weight_norm"].add(False)
             self.out[f"{dst}.linear.weight"] = _squeeze_conv(self.take(f"{src}.linear.weight"))

@@ -15,9 +15,11 @@ Every item is a 1-D int64 tensor of *target* tokens ``q`` (the model's input is
 6. quantize to ``2**bits`` classes, mu-law or linear (:func:`sashimi.audio.quantize`);
 7. pad to ``seq_len`` with :data:`IGNORE_INDEX`, which the loss skips.
 
-Files are scanned once at construction (headers only, with a progress bar): unreadable and
-zero-length files are an error that names the file, or are skipped with a warning that names them
-(``on_error='warn'``); a file at another sample rate is an error when ``resample=False``; a clip
+Files are scanned once at construction (headers, and the samples of float files, with a progress
+bar): unreadable and zero-length files, and float files with NaN or infinite samples, are an error
+that names the file, or are skipped with a warning that names them (``on_error='warn'``); float files
+with samples outside [-1, 1] get one warning naming them (quantization clips those samples unless
+``minmax=True``); a file at another sample rate is an error when ``resample=False``; a clip
 shorter than the crop is an error, or is padded or skipped (``short=``). Items are deterministic
 given ``seed``, the epoch (:meth:`AudioFolder.set_epoch`) and the index, so training runs resume
 exactly and every DataLoader worker / DDP rank agrees on the data.
@@ -37,7 +39,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from sashimi.audio import _check_quantization, quantize
+from sashimi.audio import _check_quantization, check_finite_samples, quantize
 from sashimi.audio import resample as _resample
 
 __all__ = [
@@ -114,6 +116,26 @@ def _check_positive_int(value: object, name: str, allow_none: bool = False) -> i
     return int(value)
 
 
+#: soundfile subtypes that store float samples (which may be NaN, inf or outside [-1, 1]).
+FLOAT_SUBTYPES: frozenset[str] = frozenset({"FLOAT", "DOUBLE"})
+#: frames per block when a float file's samples are checked during the scan
+_SCAN_BLOCK = 1 << 16
+
+
+def _scan_float_samples(path: Path) -> float:
+    """Read a float file block by block; return its peak |sample|, or raise ValueError naming the
+    file and the first NaN/inf sample."""
+    import soundfile as sf
+
+    peak, offset = 0.0, 0
+    for block in sf.blocks(str(path), blocksize=_SCAN_BLOCK, dtype="float64", always_2d=True):  # (T, C)
+        check_finite_samples(block, path, offset)
+        if block.size:
+            peak = max(peak, float(np.abs(block).max()))
+        offset += block.shape[0]
+    return peak
+
+
 def _resampled_length(frames: int, orig: int, new: int) -> int:
     """Length soxr produces when resampling ``frames`` samples from ``orig`` to ``new`` Hz."""
     if orig == new:
@@ -143,8 +165,8 @@ class AudioFolder(Dataset):
         resample: resample clips at other rates with soxr; False makes such a file an error.
         short: 'crop' mode, clips shorter than L: 'error' (default), 'pad' (padded with
             :data:`IGNORE_INDEX`) or 'skip' (dropped with a warning naming them).
-        on_error: unreadable or zero-length files: 'raise' (default) or 'warn' (skipped with a warning
-            naming each one; :attr:`skipped` lists them).
+        on_error: unreadable or zero-length files, and float files with NaN/inf samples: 'raise'
+            (default) or 'warn' (skipped with a warning naming each one; :attr:`skipped` lists them).
         extensions: extensions picked up under ``root``.
         seed: seed of the random crops.
         cache: keep decoded (resampled, mono) clips in memory after first use.
@@ -228,6 +250,8 @@ class AudioFolder(Dataset):
 
         bad: list[tuple[Path, str]] = []
         short: list[tuple[Path, str]] = []
+        nonfinite: list[tuple[Path, str]] = []
+        loud: list[tuple[Path, float]] = []
         it: Iterable[Path] = paths
         if progress and len(paths) > 256:
             from tqdm.auto import tqdm
@@ -259,6 +283,23 @@ class AudioFolder(Dataset):
                     )
                 bad.append((path, "zero-length"))
                 continue
+            if info.subtype in FLOAT_SUBTYPES:
+                try:
+                    peak = _scan_float_samples(path)
+                except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+                    finite_err = isinstance(exc, ValueError)  # check_finite_samples names the file
+                    if self.on_error == "raise":
+                        msg = str(exc) if finite_err else f"cannot read audio file {path}: {exc}"
+                        raise ValueError(
+                            f"{msg} (pass on_error='warn' / --skip-bad-files to skip such files with a warning)"
+                        ) from exc
+                    if finite_err:
+                        nonfinite.append((path, str(exc).removeprefix(f"audio file {path} contains ")))
+                    else:
+                        bad.append((path, f"unreadable: {exc}"))
+                    continue
+                if peak > 1.0:
+                    loud.append((path, peak))
             if rate != self.sample_rate and not self.resample:
                 raise ValueError(
                     f"{path} has sample rate {rate} Hz but the model runs at {self.sample_rate} Hz and resampling "
@@ -285,13 +326,27 @@ class AudioFolder(Dataset):
             names = ", ".join(f"{p} ({r})" for p, r in bad[:20])
             more = f" and {len(bad) - 20} more" if len(bad) > 20 else ""
             warnings.warn(f"skipped {len(bad)} unreadable or empty audio file(s): {names}{more}", stacklevel=3)
+        if nonfinite:
+            names = ", ".join(f"{p} ({r})" for p, r in nonfinite[:20])
+            more = f" and {len(nonfinite) - 20} more" if len(nonfinite) > 20 else ""
+            warnings.warn(
+                f"skipped {len(nonfinite)} audio file(s) with NaN or infinite samples: {names}{more}", stacklevel=3
+            )
+        if loud and not self.minmax:
+            names = ", ".join(f"{p} (peak {v:.4g})" for p, v in loud[:20])
+            more = f" and {len(loud) - 20} more" if len(loud) > 20 else ""
+            warnings.warn(
+                f"{len(loud)} float audio file(s) have samples outside [-1, 1], which quantization clips: "
+                f"{names}{more} (minmax=True scales each item instead)",
+                stacklevel=3,
+            )
         if short:
             names = ", ".join(str(p) for p, _ in short[:20])
             more = f" and {len(short) - 20} more" if len(short) > 20 else ""
             warnings.warn(
                 f"skipped {len(short)} clip(s) shorter than seq_len={self.seq_len}: {names}{more}", stacklevel=3
             )
-        self.skipped = bad + short
+        self.skipped = bad + nonfinite + short
 
     def _build_index(self) -> None:
         counts = []
@@ -351,6 +406,7 @@ class AudioFolder(Dataset):
             raise ValueError(f"cannot read audio file {info.path}: {exc}") from exc
         if data.shape[0] == 0:
             raise ValueError(f"audio file {info.path} returned no samples (truncated or changed since the scan?)")
+        check_finite_samples(data, info.path, start)
         return torch.from_numpy(np.ascontiguousarray(data.mean(axis=1, dtype=np.float32)))
 
     def crop_offset(self, index: int) -> int:

@@ -210,17 +210,22 @@ def plucked_melody(
     *,
     root: float = 110.0,
     octaves: int = 2,
+    ring: float = 1.0,
 ) -> Tensor:
     """A random melody of Karplus-Strong plucks from a minor pentatonic scale on ``root`` Hz.
 
     Notes (durations of 1/8, 1/4 or 1/2 s, random loudness) start one after the other; each rings
-    on for up to a second into the following notes. The mix is normalized to peak 0.9.
+    on for up to ``ring`` seconds into the following notes (``ring=0``: one note at a time, each
+    stopped by the next pluck). The mix is normalized to peak 0.9.
     Deterministic given ``seed``. Returns ``(T,)`` float32.
     """
     sample_rate = _check_rate(sample_rate)
     n = _num_samples(seconds, sample_rate)
     if octaves < 1:
         raise ValueError(f"octaves must be at least 1, got {octaves!r}")
+    if not (_is_real(ring) and math.isfinite(ring)) or ring < 0:
+        raise ValueError(f"ring must be a non-negative finite number of seconds, got {ring!r}")
+    ring_samples = round(ring * sample_rate)
     scale = [
         root * 2.0 ** ((12 * o + s) / 12) for o in range(octaves) for s in _PENTATONIC
     ] + [root * 2.0**octaves]
@@ -235,8 +240,8 @@ def plucked_melody(
         freq = float(scale[rng.integers(len(scale))])
         gain = float(rng.uniform(0.4, 1.0))
         note_seed = int(rng.integers(2**31))
-        ring = min(n - start, duration + sample_rate)
-        note = karplus_strong(freq, ring / sample_rate, sample_rate, decay=0.995, seed=note_seed)
+        length = min(n - start, duration + ring_samples)
+        note = karplus_strong(freq, length / sample_rate, sample_rate, decay=0.995, seed=note_seed)
         out[start : start + note.numel()] += gain * note.double().numpy()[: n - start]
         start += max(duration, 1)
     peak = np.abs(out).max()

@@ -200,6 +200,7 @@ def _fold(V: Tensor, K1: Tensor, K2: Tensor) -> Tensor:
 def _s4_block(blk: ResidualBlock, st: S4State) -> tuple[BlockFn, list[Tensor], PhaseLayer]:
     """The step function and (B, H)-side constants of a residual S4 block, and its state pass."""
     layer: S4Block = blk.layer
+    st.check_owner(layer)  # the program bypasses S4Block.step: check once, when it is built
     consts = st.consts
     sdt = st.x.real.dtype
     iodt = layer.D.dtype if st.dtype is None else st.dtype
@@ -245,7 +246,9 @@ def _s4_block(blk: ResidualBlock, st: S4State) -> tuple[BlockFn, list[Tensor], P
         c_h, c_g, c_q = ip(C, Hs), ip(C, G0) + D, ip(C, Qw)  # (c, H)
         G = G0 + p_g * Qw
         E = torch.stack([Hs + p_h * Qw, Qw])  # (2, 2, M, H)
-        W = torch.cat([P[None], Pt[None], _fold(C, K1, K2) + (c_h + c_q * p_h)[:, None, None] * P + c_q[:, None, None] * Pt])
+        W = torch.cat(
+            [P[None], Pt[None], _fold(C, K1, K2) + (c_h + c_q * p_h)[:, None, None] * P + c_q[:, None, None] * Pt]
+        )
         Dp = c_g + c_q * p_g
     Cb = block_width(H, sdt)
 
@@ -370,7 +373,9 @@ def _compiled_unit(key: tuple) -> Callable:
     # a code object of its own: dynamo keeps its compiled graphs (one per batch size) per code object
     code = unit.__code__.replace(co_name=f"sashimi_unit_{len(_COMPILED)}")
     unit = types.FunctionType(code, unit.__globals__, code.co_name, unit.__defaults__, unit.__closure__)
-    opts: dict[str, Any] = {"guard_filter_fn": _guard_filter} if hasattr(torch.compiler, "skip_all_guards_unsafe") else {}
+    opts: dict[str, Any] = (
+        {"guard_filter_fn": _guard_filter} if hasattr(torch.compiler, "skip_all_guards_unsafe") else {}
+    )
     if device_type == "cpu":  # a C++ wrapper: a call runs without the Python interpreter (and the GIL)
         opts["cpp_wrapper"] = True
     fn = torch.compile(unit, dynamic=False, fullgraph=True, options=opts)
@@ -517,7 +522,9 @@ class FastStepper:
         self.s4_dtype = model.norm.weight.dtype  # the model precision the program steps in
         self._pending: Future | None = None
         self._later: list[_Unit] = []  # units whose next state pass waits for the next urgent part
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="sashimi-lower") if pipeline and model.config.pool else None
+        self._worker = (
+            ThreadPoolExecutor(1, thread_name_prefix="sashimi-lower") if pipeline and model.config.pool else None
+        )
         cfg = model.config
         self.pool = list(cfg.pool)
         self.unet = cfg.unet

@@ -3,6 +3,7 @@
     config.json         the flat model config (``Config.to_dict()``: ``model_type``, ``config_version``, fields)
     model.safetensors   the weights (``state_dict()`` keys)
     README.md           a model card (written by ``save_pretrained``; optional for loading)
+    generation.json     optional: default generation settings (e.g. ``{"temperature": 0.7}``)
 
 This module reads and writes those files and knows no model class. Writes are atomic: files are
 written to temporaries beside their destination, flushed, then renamed over it, so a failure (a full
@@ -22,6 +23,8 @@ import torch
 
 __all__ = [
     "CARD_NAME",
+    "GENERATION_NAME",
+    "read_generation_defaults",
     "CONFIG_NAME",
     "PICKLE_NAMES",
     "WEIGHTS_NAME",
@@ -36,6 +39,7 @@ __all__ = [
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
+GENERATION_NAME = "generation.json"
 PICKLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "model.ckpt")
 
 
@@ -113,6 +117,22 @@ def read_weights(path: str | os.PathLike, *, check_finite: bool = True) -> dict[
     return tensors
 
 
+def read_generation_defaults(path: str | os.PathLike) -> dict[str, Any]:
+    """The default generation settings of a ``generation.json`` ({} when the file does not exist).
+
+    Raises:
+        ValueError: not a JSON object of settings (the message names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    raw = read_config(path)
+    bad = sorted(k for k, v in raw.items() if not isinstance(v, (int, float, str, bool)) or isinstance(v, bool))
+    if bad:
+        raise ValueError(f"{path}: generation settings must be numbers or strings, not {bad}")
+    return raw
+
+
 def local_files(folder: str | os.PathLike) -> tuple[Path, Path]:
     """``(config.json, model.safetensors)`` of a saved model folder.
 
@@ -161,7 +181,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def write_model_folder(
-    folder: str | os.PathLike, config: dict[str, Any], tensors: dict[str, torch.Tensor], card: str | None = None
+    folder: str | os.PathLike, config: dict[str, Any], tensors: dict[str, torch.Tensor], card: str | None = None,
+    generation: dict[str, Any] | None = None,
 ) -> None:
     """Write a saved-model folder atomically.
 
@@ -177,6 +198,8 @@ def write_model_folder(
     payload = [(WEIGHTS_NAME, save(cpu, metadata={"format": "pt", "library": "sashimi-audio"}))]
     if card is not None:
         payload.append((CARD_NAME, card.encode("utf-8")))
+    if generation:
+        payload.append((GENERATION_NAME, (json.dumps(generation, indent=2, sort_keys=True) + "\n").encode("utf-8")))
     payload.append((CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode("utf-8")))
     temps: list[tuple[Path, Path]] = []
     try:

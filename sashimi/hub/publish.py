@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sashimi.hub.format import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, local_files
+from sashimi.hub.format import CARD_NAME, CONFIG_NAME, GENERATION_NAME, WEIGHTS_NAME, local_files
 from sashimi.models.base import load_files
 
 __all__ = ["push_folder"]
@@ -39,6 +39,8 @@ def push_folder(
     if branch:
         api.create_branch(repo_id=repo_id, branch=branch, exist_ok=True)
     ops = [
+        *([CommitOperationAdd(path_in_repo=GENERATION_NAME, path_or_fileobj=str(folder / GENERATION_NAME))]
+          if (folder / GENERATION_NAME).is_file() else []),
         CommitOperationAdd(path_in_repo=CONFIG_NAME, path_or_fileobj=str(folder / CONFIG_NAME)),
         CommitOperationAdd(path_in_repo=WEIGHTS_NAME, path_or_fileobj=str(folder / WEIGHTS_NAME)),
         CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=card_bytes),

@@ -18,7 +18,7 @@ from sashimi._paths import cache_root
 from sashimi.convert.state_spaces import VARIANTS, convert_state_spaces_state_dict, detect_layout, read_checkpoint
 from sashimi.hub.cards import render_card
 from sashimi.hub.download import hub_download
-from sashimi.hub.format import CONFIG_NAME, WEIGHTS_NAME, local_files, write_model_folder
+from sashimi.hub.format import CONFIG_NAME, GENERATION_NAME, WEIGHTS_NAME, local_files, write_model_folder
 
 __all__ = [
     "BUNDLED_NAME",
@@ -227,4 +227,8 @@ def resolve_files(
             f"{err}. sashimi-audio loads model.safetensors only (it never unpickles pytorch_model.bin); "
             "for an official release repo use a pretrained name or SaShiMiLM.from_state_spaces"
         ) from err
+    try:  # optional default generation settings, beside config.json in the same snapshot
+        hub_download(spec, GENERATION_NAME, what, **hub)
+    except FileNotFoundError:
+        pass
     return Path(cfg), Path(weights)

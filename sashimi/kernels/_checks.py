@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def check_tensor(name: str, x: object, *, ndim_min: int = 1, ndim: int | None = None, complex_: bool | None = None) -> torch.Tensor:
+def check_tensor(
+    name: str, x: object, *, ndim_min: int = 1, ndim: int | None = None, complex_: bool | None = None
+) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if ndim is not None and x.ndim != ndim:

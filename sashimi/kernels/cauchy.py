@@ -69,8 +69,9 @@ class _CauchyImagFn(torch.autograd.Function):
 
     so the reciprocals ``1 / D`` (shared by all numerator rows) are needed over the N/2 stored poles
     only (half the work of the general path, which forms ``1 / (z - w)`` for all N poles), and the
-    contraction is one real batched GEMM of the (alpha, beta) rows with ``[Re 1/D, -Im 1/D]``. Forward and backward loop over node chunks without recording autograd
-    (no saved (M, N/2, L) temporaries: the backward recomputes the reciprocals chunk by chunk).
+    contraction is one real batched GEMM of the (alpha, beta) rows with ``[Re 1/D, -Im 1/D]``. Forward and backward
+    loop over node chunks without recording autograd (no saved (M, N/2, L) temporaries: the backward recomputes the
+    reciprocals chunk by chunk).
 
     Shapes: v (R, M, N2) complex, y (L,) real, w (M, N2) complex -> (R, M, L) complex.
     """

@@ -241,7 +241,9 @@ def _validate(dt, A, B, C, P, L, discretization, Q=None):
         check_tensor("Q", Q, ndim=3, complex_=True)
         if Q.shape != P.shape:
             raise ValueError(f"Q must have P's shape (rank, H, N/2)={tuple(P.shape)}, got {tuple(Q.shape)}")
-    for name, t in (("B", B), ("C", C)) + ((("P", P),) if P is not None else ()) + ((("Q", Q),) if Q is not None else ()):
+    for name, t in (
+        (("B", B), ("C", C)) + ((("P", P),) if P is not None else ()) + ((("Q", Q),) if Q is not None else ())
+    ):
         if t.dtype != A.dtype:
             raise TypeError(f"{name} must have A's dtype {A.dtype}, got {t.dtype}")
     if dt.dtype != real_dtype(A.dtype):

@@ -37,7 +37,9 @@ def _validate(x, dA, dB, dC, u, D) -> None:
         raise ValueError(f"u must have shape (B, H) = {(B, H)}, got {tuple(u.shape)}")
     if D is not None:
         if not isinstance(D, torch.Tensor) or not D.is_floating_point():
-            raise TypeError(f"D must be a real floating (C, H) tensor or None, got {getattr(D, 'dtype', type(D).__name__)}")
+            raise TypeError(
+                f"D must be a real floating (C, H) tensor or None, got {getattr(D, 'dtype', type(D).__name__)}"
+            )
         C = dC.shape[0]
         if D.ndim > 2 or not _fits(D.shape, (C, H)):
             raise ValueError(f"D must have shape (C, H) = {(C, H)}, got {tuple(D.shape)}")

@@ -28,7 +28,9 @@ def _validate(v: torch.Tensor, x: torch.Tensor, name_v: str = "v") -> torch.Size
         if v.shape[-1] != x.shape[-1]:
             raise ValueError(f"v must have last dimension N/2={x.shape[-1]} like x, got shape {tuple(v.shape)}")
         if v.dtype != x.dtype and not (v.dtype == torch.complex64 and x.dtype == torch.complex128):
-            raise TypeError(f"v and x must share one complex dtype (or x complex128 with v complex64), got {v.dtype} and {x.dtype}")
+            raise TypeError(
+                f"v and x must share one complex dtype (or x complex128 with v complex64), got {v.dtype} and {x.dtype}"
+            )
         lead_v = v.shape[:-1]
     else:
         check_tensor("u", v)

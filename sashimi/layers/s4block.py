@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sashimi.kernels import vandermonde, vandermonde_transpose
-from sashimi.layers.s4kernel import S4Kernel, StepConstants
+from sashimi.layers.s4kernel import S4Kernel, StepConstants, check_rate
 
-__all__ = ["S4Block", "S4State", "check_sequence_input"]
+__all__ = ["S4Block", "S4State", "check_input_dtype", "check_sequence_input"]
 
 
 @dataclass
 class S4State:
     """Recurrent state of one S4 layer, owned by the caller.
+
+    A state belongs to the block whose :meth:`S4Block.init_state` made it (a weak reference to that
+    block, kept by :meth:`clone` and ``copy.deepcopy``); every other block refuses it, even one of the
+    same architecture, because its constants would silently be the wrong ones.
 
     Attributes:
         x: (B, H, M) complex state (M per ``consts.state_size``), updated in place by ``step``.
@@ -26,12 +31,18 @@ class S4State:
         rate: the step-size multiplier the constants were computed for.
         dtype: the real dtype of the layer inputs/outputs the state was made for (None: the
             precision of ``x``). A float32 layer may step a complex128 state ('diagonal64').
+        owner: weak reference to the block that made the state (None: made by hand, refused).
+        check_finite: :meth:`S4Block.step` refuses NaN/Inf inputs (one reduction per step; on a GPU
+            it also waits for the device). Set False to skip the check where speed matters: a
+            non-finite input then makes the state non-finite for good.
     """
 
     x: torch.Tensor
     consts: StepConstants
     rate: float = 1.0
     dtype: torch.dtype | None = None
+    owner: weakref.ReferenceType | None = field(default=None, repr=False, compare=False)
+    check_finite: bool = True
 
     @property
     def batch_size(self) -> int:
@@ -42,16 +53,41 @@ class S4State:
         return self.consts.mode
 
     def clone(self) -> S4State:
-        """A copy whose state tensor is independent (the constants are shared, read-only)."""
-        return S4State(self.x.clone(), self.consts, self.rate, self.dtype)
+        """A copy whose state tensor is independent (the constants and the owner are shared)."""
+        return S4State(self.x.clone(), self.consts, self.rate, self.dtype, self.owner, self.check_finite)
+
+    def owned_by(self, block: nn.Module) -> bool:
+        """Whether ``block`` made this state (an identity test: one call and one comparison)."""
+        return self.owner is not None and self.owner() is block
+
+    def check_owner(self, block: nn.Module, name: str = "state") -> None:
+        """Raise ValueError (naming ``name``) unless ``block`` made this state with ``init_state``."""
+        if self.owner is not None and self.owner() is block:
+            return
+        made = self.owner() if self.owner is not None else None
+        if made is None:
+            origin = "was not made by init_state() (built by hand, or its block was freed)"
+        else:
+            origin = (
+                f"was made by another {type(made).__name__} (its d_state={getattr(made, 'd_state', '?')}, "
+                f"this block's d_state={getattr(block, 'd_state', '?')})"
+            )
+        raise ValueError(
+            f"{name} {origin}; a state only fits the block that made it: use "
+            f"{type(block).__name__}.init_state() of this block"
+        )
 
 
 def _complex_of(dtype: torch.dtype) -> torch.dtype:
     return torch.complex64 if dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.complex128
 
 
-def check_sequence_input(x: object, d_model: int, transposed: bool, name: str = "x") -> None:
-    """Validate a (B, L, H) (or (B, H, L) when transposed) floating sequence without NaN/Inf."""
+def check_sequence_input(
+    x: object, d_model: int, transposed: bool, name: str = "x", *, dtype: torch.dtype | None = None,
+    finite: bool = True,
+) -> None:
+    """Validate a (B, L, H) (or (B, H, L) when transposed) floating sequence with B, L >= 1, without NaN/Inf
+    when ``finite`` and, when ``dtype`` is given, of that dtype (see :func:`check_input_dtype`)."""
     layout = "(B, H, L)" if transposed else "(B, L, H)"
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
@@ -62,10 +98,27 @@ def check_sequence_input(x: object, d_model: int, transposed: bool, name: str = 
     h = x.shape[1] if transposed else x.shape[2]
     if h != d_model:
         raise ValueError(f"{name} must have shape {layout} with H=d_model={d_model}, got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} has batch size 0: expected shape {layout} with B >= 1")
     if x.shape[2 if transposed else 1] == 0:
         raise ValueError(f"{name} has length 0: expected shape {layout} with L >= 1")
-    if not torch.isfinite(x).all():
+    if dtype is not None:
+        check_input_dtype(x, dtype, name)
+    if finite and not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or Inf")
+
+
+def check_input_dtype(x: torch.Tensor, dtype: torch.dtype, name: str = "x") -> None:
+    """Refuse an input whose dtype differs from the module's parameter ``dtype`` (outside autocast).
+
+    Inputs are never cast silently: a bfloat16 input to a float32 block would lose the precision the
+    caller asked for one way or the other. Under ``torch.autocast`` mixed dtypes are autocast's job.
+    """
+    if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but the module's parameters are {dtype}: convert the input "
+            f"(x.to({dtype})) or the module (module.to({x.dtype})), or run under torch.autocast"
+        )
 
 
 class S4Block(nn.Module):
@@ -150,24 +203,25 @@ class S4Block(nn.Module):
         Returns:
             y: (B, L, H) (or (B, H, L)), and the updated state when ``state`` was given.
         """
-        check_sequence_input(x, self.d_model, self.transposed)
+        # inside a kernel cache (frozen_kernels / cached_kernels: the inner loop of sampling, whose caller checked
+        # its input) the per-call NaN/Inf scan is skipped
+        cached = self.kernel.kernel_cache is not None and not torch.is_grad_enabled()
+        check_sequence_input(x, self.d_model, self.transposed, finite=not cached)
+        check_rate(rate)
         if state is not None:
-            self._check_state(state, x.shape[0], x)
             if self.bidirectional:
                 raise RuntimeError("a bidirectional S4Block is non-causal: it cannot continue a stream from a state")
+            self._check_state(state, x.shape[0], x)
             if rate != state.rate:
                 raise ValueError(f"rate={rate} differs from the state's rate={state.rate}")
+        check_input_dtype(x, self.D.dtype)
         u = x if self.transposed else x.transpose(1, 2)  # (B, H, L)
         B_, H, L = u.shape
         with torch.autocast(device_type=u.device.type, enabled=False):
             uf = u.to(torch.promote_types(u.dtype, torch.float32))
-            K = self.kernel(L, rate).to(uf.dtype)  # (c', H, L)
             c = self.channels
-            if self.bidirectional:
-                k = F.pad(K[:c], (0, L)) + F.pad(K[c:].flip(-1), (L, 0))  # (c, H, 2L)
-            else:
-                k = K
-            y = torch.fft.irfft(torch.fft.rfft(uf, n=2 * L).unsqueeze(1) * torch.fft.rfft(k, n=2 * L), n=2 * L)
+            k_f = self._kernel_spectrum(L, rate, uf.dtype)  # (c, H, L + 1)
+            y = torch.fft.irfft(torch.fft.rfft(uf, n=2 * L).unsqueeze(1) * k_f, n=2 * L)
             y = y[..., :L] + self.D.to(uf.dtype).unsqueeze(-1) * uf.unsqueeze(1)  # (B, c, H, L)
             if state is not None:
                 y = y + self._stream_chunk(uf, state)
@@ -175,6 +229,28 @@ class S4Block(nn.Module):
         y = self._output(y)  # (B, L, H)
         y = y.transpose(1, 2) if self.transposed else y
         return (y, state) if state is not None else y
+
+    def _kernel_spectrum(self, L: int, rate: float, dtype: torch.dtype) -> torch.Tensor:
+        """The rFFT (size 2L) of the convolution kernel: (c, H, L + 1) complex. A bidirectional layer's kernel is
+        the forward kernel at lags 0..L-1 plus the backward one, flipped, at lags -L..-1 (wrapped to L..2L-1).
+
+        Inside a kernel cache (:func:`~sashimi.layers.frozen_kernels`), no-grad calls keep the spectrum with the
+        kernel: the padding, flip and FFT of the kernel are done once per (length, rate, window, dtype).
+        """
+        cache = None if torch.is_grad_enabled() else self.kernel.kernel_cache
+        key = ("spectrum", L, float(rate), self.kernel.window, dtype)
+        if cache is not None and key in cache:
+            return cache[key]
+        K = self.kernel(L, rate).to(dtype)  # (c', H, L)
+        c = self.channels
+        if self.bidirectional:
+            k = F.pad(K[:c], (0, L)) + F.pad(K[c:].flip(-1), (L, 0))  # (c, H, 2L)
+        else:
+            k = K
+        k_f = torch.fft.rfft(k, n=2 * L)  # (c, H, L + 1)
+        if cache is not None:
+            cache[key] = k_f
+        return k_f
 
     # ---- recurrent mode ---------------------------------------------------------------------
     def init_state(
@@ -187,6 +263,7 @@ class S4Block(nn.Module):
         rate: float = 1.0,
         tol: float | None = None,
         on_fail: str = "fallback",
+        check_finite: bool = True,
     ) -> S4State:
         """A zero state for ``batch_size`` streams, with the step constants discretized once.
 
@@ -201,9 +278,12 @@ class S4Block(nn.Module):
             rate: step-size multiplier.
             tol, on_fail: the diagonal self-check's tolerance and what to do when it fails
                 ('fallback' to linear, or 'raise').
+            check_finite: :meth:`step` refuses NaN/Inf inputs (default); False skips that check
+                (see :class:`S4State`).
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_rate(rate)
         if self.bidirectional:
             raise RuntimeError(
                 "a bidirectional S4Block is non-causal and has no step mode; use forward() on whole sequences"
@@ -212,7 +292,7 @@ class S4Block(nn.Module):
         dtype = dtype or self.D.dtype
         consts = self._cached_step_constants(mode, rate, dtype, device, tol, on_fail)
         x = torch.zeros(batch_size, self.d_model, consts.state_size, dtype=consts.state_dtype, device=device)
-        return S4State(x, consts, rate, dtype)
+        return S4State(x, consts, rate, dtype, weakref.ref(self), bool(check_finite))
 
     # ---- step-constant cache ----------------------------------------------------------------
     #: how many StepConstants (distinct init_state arguments / parameter versions) a block keeps
@@ -303,24 +383,41 @@ class S4Block(nn.Module):
                 f"state dtype {state.x.dtype} (made for {state.dtype or state.x.dtype}) does not match the input "
                 f"dtype {x.dtype}: make the state with init_state(dtype={x.dtype})"
             )
+        state.check_owner(self)
 
     def step(self, x: torch.Tensor, state: S4State) -> tuple[torch.Tensor, S4State]:
         """One recurrent step.
 
+        Refused: a bidirectional block (no step mode), a state this block did not make (see
+        :class:`S4State`), a batch or dtype that does not match, and NaN/Inf inputs unless the state
+        was made with ``check_finite=False``.
+
         Args:
-            x: (B, H) input at one time step.
+            x: (B, H) input at one time step, the dtype of the block's parameters.
             state: from :meth:`init_state`; updated in place.
 
         Returns:
             y: (B, H), and the same state object.
         """
+        if self.bidirectional:
+            raise RuntimeError(
+                "a bidirectional S4Block is non-causal and has no step mode; use forward() on whole sequences"
+            )
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.d_model:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"step input must have shape (B, H) with H={self.d_model}, got {shape}")
+        if not x.is_floating_point():
+            raise TypeError(f"step input must be a floating tensor, got dtype {x.dtype}")
         self._check_state(state, x.shape[0], x)
+        D = self.D  # (c, H)
+        check_input_dtype(x, D.dtype, "step input")
+        # a sum is non-finite if any element is (NaN/inf propagate): one reduction and one read decide the
+        # common case; only a non-finite sum (a bad element, or finite values overflowing) is looked at closely
+        if state.check_finite and not math.isfinite(x.sum().item()) and not torch.isfinite(x).all():
+            raise ValueError("step input contains NaN or Inf (it would make the state non-finite for good)")
         u = x.to(state.x.real.dtype)  # (B, H)
         yc = ssm_step(state, u)  # (B, c, H)
-        y = yc + self.D.to(u.dtype) * u.unsqueeze(1)
+        y = yc + D.to(u.dtype) * u.unsqueeze(1)
         y = y.reshape(x.shape[0], -1).to(x.dtype)  # (B, c*H)
         return self._output(y), state
 

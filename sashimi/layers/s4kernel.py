@@ -11,7 +11,7 @@ from torch import nn
 
 from sashimi.kernels import bilinear, discretize_diag, dplr_matrix, full_pairs, ssm_kernel, vandermonde
 
-__all__ = ["SSM_PARAM_NAMES", "STEP_MODES", "S4Kernel", "StepConstants", "hippo_legs_dplr"]
+__all__ = ["SSM_PARAM_NAMES", "STEP_MODES", "S4Kernel", "StepConstants", "check_rate", "hippo_legs_dplr"]
 
 #: parameters of S4Kernel that belong to the SSM optimizer group (lower lr, no weight decay)
 SSM_PARAM_NAMES = ("log_dt", "A_real_log", "A_imag", "B", "P", "Q")
@@ -19,6 +19,16 @@ SSM_PARAM_NAMES = ("log_dt", "A_real_log", "A_imag", "B", "P", "Q")
 #: precision, else with a complex128 state -- else linear)
 STEP_MODES = ("auto", "dense", "linear", "diagonal", "diagonal64")
 INITS = ("legs", "diag-lin", "diag-inv", "diag-legs")
+
+
+def check_rate(rate: object, name: str = "rate") -> float:
+    """Validate a step-size multiplier: a finite number > 0 (TypeError for a bool or a tensor, ValueError for
+    NaN, inf or <= 0); returns it as float."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+        raise TypeError(f"{name} must be a positive finite number (int or float), got {type(rate).__name__}")
+    if not math.isfinite(rate) or rate <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {rate!r}")
+    return float(rate)
 
 
 def hippo_legs_dplr(N: int, rank: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -216,6 +226,12 @@ class S4Kernel(nn.Module):
             p = getattr(self, name, None)
             if isinstance(p, nn.Parameter):
                 p._optim = {"lr": ssm_lr, "weight_decay": 0.0}
+        #: restricted context: None (default) or w >= 0, keep only the taps that connect positions at most w
+        #: apart (set by :func:`sashimi.layers.restricted_context`)
+        self.window: int | None = None
+        #: None, or a dict in which no-grad kernels are kept per (L, rate, window, backend) (set by
+        #: :func:`sashimi.layers.frozen_kernels`; the parameters must not change while it is set)
+        self.kernel_cache: dict | None = None
 
     def extra_repr(self) -> str:
         return (
@@ -227,8 +243,7 @@ class S4Kernel(nn.Module):
     def ssm_params(self, rate: float = 1.0, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor | None]:
         """Canonical complex parameters, tiled to H: dt (H,), A (H, N/2), B (H, N/2), C (c', H, N/2),
         P and Q (r, H, N/2) or None. ``dtype`` is the real precision (default: at least float32)."""
-        if not isinstance(rate, (int, float)) or rate <= 0:
-            raise ValueError(f"rate must be a positive number, got {rate!r}")
+        check_rate(rate)
         rdt = dtype or (torch.float64 if self.log_dt.dtype == torch.float64 else torch.float32)
         tile = self.d_model // self.n_ssm
 
@@ -300,13 +315,28 @@ class S4Kernel(nn.Module):
 
         Returns:
             K: (c', H, L), float32 at least (float64 for a float64 module), where
-            c' = channels (2 * channels when bidirectional: forward kernels first).
+            c' = channels (2 * channels when bidirectional: forward kernels first). With
+            :attr:`window` w set, taps beyond it are zero: forward kernels keep lags 0..w, backward
+            kernels (applied one step shifted, at lags -1, -2, ...) their first w taps.
         """
+        key = (L, check_rate(rate), self.window, backend)  # validated before any cache lookup
+        cache = None if torch.is_grad_enabled() else self.kernel_cache
+        if cache is not None and key in cache:
+            return cache[key]
         with torch.autocast(device_type=self.log_dt.device.type, enabled=False):
             p = self.ssm_params(rate)
-            return ssm_kernel(
+            K = ssm_kernel(
                 p["dt"], p["A"], p["B"], p["C"], L, p["P"], self.discretization, Q=p["Q"], backend=backend
             )
+        if self.window is not None:
+            keep = torch.arange(L, device=K.device) <= self.window  # (L,) forward lags 0..w
+            if self.bidirectional:
+                keep = torch.stack([keep, torch.arange(L, device=K.device) < self.window])  # (2, L)
+                keep = keep.repeat_interleave(self.channels, dim=0).unsqueeze(1)  # (c', 1, L)
+            K = K * keep
+        if cache is not None:
+            cache[key] = K
+        return K
 
     # ---- recurrent mode ---------------------------------------------------------------------
     @torch.no_grad()

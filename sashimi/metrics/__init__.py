@@ -6,6 +6,7 @@ from sashimi.metrics.evaluation import evaluate_folders as evaluate_folders
 from sashimi.metrics.evaluation import evaluation_table as evaluation_table
 from sashimi.metrics.evaluation import select_likelihood_window as select_likelihood_window
 from sashimi.metrics.evaluation import write_report as write_report
+from sashimi.metrics.periodicity import periodicity as periodicity
 from sashimi.metrics.scores import NDBResult as NDBResult
 from sashimi.metrics.scores import am_score as am_score
 from sashimi.metrics.scores import fid as fid

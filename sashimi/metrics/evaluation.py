@@ -33,6 +33,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sashimi.data.labelled import load_clips
+from sashimi.metrics.periodicity import periodicity
 from sashimi.metrics.scores import am_score, fid, inception_score, modified_inception_score, ndb
 
 __all__ = [
@@ -197,8 +198,12 @@ def evaluate(
     ndb_clusters: int = 50,
     batch_size: int = 64,
     progress: bool = True,
+    sample_rate: int | None = None,
 ) -> dict[str, Any]:
     """Score ``samples (N, T)`` against ``reference (M, T)`` with a classifier callable.
+
+    With ``sample_rate``, the median :func:`~sashimi.metrics.periodicity` of all samples and of the reference
+    clips is reported too (``metrics["periodicity"]``, ``reference_metrics["periodicity"]``).
 
     ``protocol``: 'diffusion' (all samples) or 'autoregressive' (samples in ascending log-likelihood, or
     reordered by ``log_likelihoods (N,)``; window selection as in the module docstring, with
@@ -241,6 +246,9 @@ def evaluate(
         "mIS": modified_inception_score(ref_probs),
         "AM": am_score(ref_probs, ref_probs),
     }
+    if sample_rate is not None:
+        result["metrics"]["periodicity"] = float(periodicity(samples, sample_rate).median())
+        result["reference_metrics"]["periodicity"] = float(periodicity(reference, sample_rate).median())
     if nll_bits is not None:
         result["nll_bits"] = float(nll_bits)
     return result
@@ -263,7 +271,7 @@ def evaluate_folders(
     records the two folders."""
     samples, _ = load_clips(samples_dir, sample_rate, num_samples, resample=resample, progress=progress)
     reference, _ = load_clips(reference_dir, sample_rate, num_samples, resample=resample, progress=progress)
-    result = evaluate(classify, samples, reference, progress=progress, **kwargs)
+    result = evaluate(classify, samples, reference, progress=progress, sample_rate=sample_rate, **kwargs)
     result["samples_dir"] = str(samples_dir)
     result["reference_dir"] = str(reference_dir)
     return result
@@ -276,6 +284,7 @@ _ROWS = (
     ("mIS", "mIS ↑", True),
     ("AM", "AM ↓", True),
     ("NDB", "NDB (fraction of 50 bins) ↓", False),
+    ("periodicity", "Periodicity (median; pitched ~1, noise ~0.1)", True),
 )
 
 

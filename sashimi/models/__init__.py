@@ -3,7 +3,9 @@ saved folder, a Hub repo id or a pretrained name (``config.json`` records the ``
 
 Each family registers itself (:func:`sashimi.models.base.register_model`) when its module is imported
 here: ``sashimi-lm`` (:class:`SaShiMiLM`), ``wavenet`` (:class:`~sashimi.models.baselines.WaveNet`),
-``sc09-classifier`` (:class:`SC09Classifier`).
+``sc09-classifier`` (:class:`SC09Classifier`), ``masked-sashimi`` (:class:`MaskedSaShiMi`),
+``diffwave-sashimi`` (:class:`DiffWaveSaShiMi`),
+``diffwave-wavenet`` (:class:`~sashimi.models.baselines.DiffWaveWaveNet`), ``sing`` (:class:`SING`).
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from torch import nn
 
 from sashimi.hub.registry import resolve_files
 from sashimi.models.base import ModelConfig, PretrainedModel, load_files, model_class, model_types, register_model
-from sashimi.models.baselines import WaveNet, WaveNetConfig
+from sashimi.models.baselines import DiffWaveWaveNet, DiffWaveWaveNetConfig, WaveNet, WaveNetConfig
 from sashimi.models.classifier import SC09Classifier, SC09ClassifierConfig
 from sashimi.models.config import SaShiMiConfig, SaShiMiLMConfig
+from sashimi.models.diffwave import DiffWaveSaShiMi, DiffWaveSaShiMiConfig
 from sashimi.models.lm import GenerationOutput, SaShiMiLM
+from sashimi.models.masked import MaskedGenerationOutput, MaskedSaShiMi, MaskedSaShiMiConfig
 from sashimi.models.sashimi import BiSaShiMi, SaShiMi, SaShiMiState
+from sashimi.models.sing import SING, SINGConfig
 
 __all__ = [
     "BiSaShiMi",
@@ -34,6 +39,15 @@ __all__ = [
     "WaveNet",
     "WaveNetConfig",
     "SC09Classifier",
+    "MaskedSaShiMi",
+    "SING",
+    "SINGConfig",
+    "DiffWaveSaShiMi",
+    "DiffWaveSaShiMiConfig",
+    "DiffWaveWaveNet",
+    "DiffWaveWaveNetConfig",
+    "MaskedSaShiMiConfig",
+    "MaskedGenerationOutput",
     "SC09ClassifierConfig",
     "load_model",
     "model_class",

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from sashimi.hub.cards import render_card
-from sashimi.hub.format import read_config, read_weights, write_model_folder
+from sashimi.hub.format import GENERATION_NAME, read_config, read_generation_defaults, read_weights, write_model_folder
 from sashimi.hub.registry import resolve_files
 from sashimi.models.config import ModelConfig
 
@@ -107,6 +107,9 @@ class PretrainedModel:
     config_class: ClassVar[type[ModelConfig]]
     card_tags: ClassVar[tuple[str, ...]] = ("audio", "sashimi-audio")
     config: ModelConfig
+    #: default generation settings stored with the model (``generation.json``: e.g. a temperature the
+    #: command line uses when none is given); replace the dict, do not mutate the class default
+    generation_defaults: dict[str, Any] = {}
 
     @classmethod
     def _coerce_config(cls, config: ModelConfig | dict | None) -> ModelConfig:
@@ -160,7 +163,8 @@ class PretrainedModel:
         """
         repo_id = repo_id or (model_card_kwargs or {}).get("repo_id")
         state = self.state_dict()  # type: ignore[attr-defined]
-        write_model_folder(save_directory, self.config.to_dict(), dict(state), self.model_card(repo_id))
+        write_model_folder(save_directory, self.config.to_dict(), dict(state), self.model_card(repo_id),
+                           generation=dict(self.generation_defaults))
 
     def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool | None = None,
                     commit_message: str | None = None) -> str:
@@ -254,6 +258,9 @@ class PretrainedModel:
             model.to(dtype)
         model.to(map_location)
         model.eval()
+        defaults = read_generation_defaults(config_file.parent / GENERATION_NAME)
+        if defaults:
+            model.generation_defaults = defaults
         return model
 
 

@@ -173,7 +173,9 @@ class SaShiMiConfig(ModelConfig):
         if self.ssm_mode == "dplr" and self.init != "legs":
             raise ValueError(f"init must be 'legs' for ssm_mode='dplr', got {self.init!r}")
         if self.ssm_mode == "diag" and self.init not in ("diag-lin", "diag-inv", "diag-legs"):
-            raise ValueError(f"init must be 'diag-lin', 'diag-inv' or 'diag-legs' for ssm_mode='diag', got {self.init!r}")
+            raise ValueError(
+                f"init must be 'diag-lin', 'diag-inv' or 'diag-legs' for ssm_mode='diag', got {self.init!r}"
+            )
         if self.discretization not in (None, "zoh", "bilinear"):
             raise ValueError(f"discretization must be None, 'zoh' or 'bilinear', got {self.discretization!r}")
         if self.ssm_mode == "dplr" and self.discretization not in (None, "bilinear"):

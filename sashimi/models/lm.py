@@ -137,11 +137,15 @@ class SaShiMiLM(TokenModelMixin, PretrainedModel, nn.Module):
 
     def card_usage(self, model_id: str) -> str:
         sr = self.config.sample_rate
+        t = self.generation_defaults.get("temperature")
+        temp = f", temperature={t}" if t is not None else ""
+        stored = (f" (`sashimi generate` uses the stored default temperature {t}, from `generation.json`)"
+                  if t is not None else "")
         return (
             f"```python\nimport sashimi\n\nmodel = sashimi.load_model({model_id!r})\n"
-            f"out = model.generate(batch_size=4, num_samples={sr})  # 1 s of audio per sample\n"
+            f"out = model.generate(batch_size=4, num_samples={sr}{temp})  # 1 s of audio per sample\n"
             f"out.waveform  # (4, {sr}) float32 in [-1, 1]\n```\n\n"
-            f"or from the command line: `sashimi generate --model {model_id} --seconds 1 --out samples/`."
+            f"or from the command line: `sashimi generate --model {model_id} --seconds 1 --out samples/`{stored}."
         )
 
     @classmethod

@@ -161,7 +161,10 @@ class _SaShiMiBase(nn.Module):
             return nn.ModuleList(out)
 
         self.down = nn.ModuleList(
-            DownTier(blocks(widths[i]) if c.unet else nn.ModuleList(), DownPool(widths[i], c.expand, p, c.pool_weight_norm))
+            DownTier(
+                blocks(widths[i]) if c.unet else nn.ModuleList(),
+                DownPool(widths[i], c.expand, p, c.pool_weight_norm),
+            )
             for i, p in enumerate(c.pool)
         )
         self.center = blocks(widths[-1])
@@ -228,7 +231,7 @@ class _SaShiMiBase(nn.Module):
         return h
 
     def _check_input(self, x: object) -> None:
-        check_sequence_input(x, self.config.d_model, self.config.transposed)
+        check_sequence_input(x, self.config.d_model, self.config.transposed, dtype=self.norm.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # overridden
         raise NotImplementedError
@@ -379,7 +382,7 @@ class SaShiMi(_SaShiMiBase):
         if not x.is_floating_point():
             raise TypeError(f"x must be a floating tensor, got dtype {x.dtype}")
         self._check_state(state, x.shape[0], x.dtype)
-        if not bool(torch.isfinite(x).all()):
+        if not math.isfinite(x.sum().item()) and not bool(torch.isfinite(x).all()):
             raise ValueError("x contains NaN or Inf: the state would never recover from it")
         program = state.program
         if program is None and not self.training and not state.slow:

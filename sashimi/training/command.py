@@ -7,11 +7,13 @@ import math
 import os
 import signal
 import sys
+from pathlib import Path
 
 from sashimi.data.datasets import LAYOUTS
 from sashimi.training.config import (
     PRECISIONS,
     SCHEDULES,
+    TRAIN_CONFIG_NAME,
     ConfigError,
     TrainConfig,
     _pos_int,
@@ -33,8 +35,11 @@ _CLI_FIELDS = {
     "min_lr_ratio": "min_lr_ratio", "plateau_factor": "plateau_factor", "plateau_patience": "plateau_patience",
     "grad_clip": "grad_clip", "precision": "precision", "eval_every": "eval_every", "eval_batches": "eval_batches",
     "checkpoint_every": "checkpoint_every", "keep_checkpoints": "keep_checkpoints", "log_every": "log_every",
-    "num_workers": "num_workers", "seed": "seed", "device": "device", "task": "task",
+    "num_workers": "num_workers", "seed": "seed", "device": "device", "task": "task", "phase": "phase",
+    "init_from": "init_from",
 }
+#: settings a new run started with --init-from takes from the run folder it starts from, unless given
+_INHERITED = ("task", "data", "preset", "layout", "val_fraction")
 
 
 def _model_options() -> list[ModelOption]:
@@ -54,15 +59,21 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``sashimi train`` to an ``argparse`` parser."""
     g = parser.add_argument_group("run")
     g.add_argument("--task", choices=task_names(),
-                   help="the model family to train (default lm: SaShiMiLM; wavenet: the paper's WaveNet baselines)")
+                   help="the model family to train (default lm: SaShiMiLM; wavenet: the paper's WaveNet baselines; "
+                   "masked: MaskedSaShiMi; sing: SING in three --phase runs)")
     g.add_argument("--data", help="dataset folder (on --resume: default the run's)")
     g.add_argument("--preset", help="model size with its data and optimizer defaults (lm: tiny, sc09, beethoven, "
-                   "youtubemix; wavenet: tiny, sc09-512, sc09-1024, beethoven-512, ...)")
+                   "youtubemix; wavenet: tiny, sc09-512, sc09-1024, beethoven-512, ...; sing: nsynth-sing, tiny-sing)")
     g.add_argument("--out", required=True, help="run folder: checkpoints, log.csv; loads as a model folder")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     g.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                    help="stop with a checkpoint once STEP steps are done (continue later with --resume)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--phase", help="the training phase of a task trained in stages (sing: autoencoder, sequence, "
+                   "end2end; default: the first)")
+    g.add_argument("--init-from", metavar="FOLDER",
+                   help="start from this model folder (an earlier phase's run); when it is a run folder, --task, "
+                   "--data, --preset and the model options default to its own")
     d = parser.add_argument_group("data")
     d.add_argument("--layout", choices=LAYOUTS, help="dataset layout and splits (default: the preset's)")
     d.add_argument("--seq-len", type=int, help="item length in samples (0 = whole clips)")
@@ -104,7 +115,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     """Build the :class:`TrainConfig` of a ``sashimi train`` command line; returns (config, resume).
 
-    With ``--resume`` the run's saved settings are the base and the options given override them.
+    With ``--resume`` the run's saved settings are the base and the options given override them. A new run with
+    ``--init-from RUN`` (a run folder) takes ``--task``, ``--data``, ``--preset``, ``--layout``,
+    ``--val-fraction`` and the model options from RUN's settings unless given.
 
     Raises:
         ValueError: a non-finite number (naming the flag), a model option the task's model does not have,
@@ -128,12 +141,19 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
         base.update(given)
         base["out"] = opts["out"]
     else:
+        init = opts.get("init_from")
+        inherited_model: dict = {}
+        if init is not None and (Path(init) / TRAIN_CONFIG_NAME).is_file():
+            earlier = load_train_config(init)
+            for key in _INHERITED:
+                given.setdefault(key, getattr(earlier, key))
+            inherited_model = dict(earlier.model)
         if "data" not in given:
             raise ValueError("--data is required (the folder of audio to train on)")
         if "preset" not in given:
             names = get_task(given.get("task", "lm")).preset_names
             raise ValueError(f"--preset is required: one of {', '.join(names)}")
-        base = {**given, "model": model, "out": opts["out"]}
+        base = {**given, "model": {**inherited_model, **model}, "out": opts["out"]}
     task = get_task(base.get("task", "lm"))
     own = {o.field for o in task.model_options}
     foreign = [_flag(f) for f in model if f not in own]

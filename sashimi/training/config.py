@@ -60,14 +60,15 @@ class TrainConfig:
         short: clips shorter than a crop: 'error', 'pad' or 'skip'.
         skip_bad_files: skip unreadable / empty files with a warning instead of failing.
         val_fraction: plain folders without split subfolders: fraction of files held out.
-        steps: total optimizer steps (the cosine schedule's length).
+        steps: total training steps, one batch each (the cosine schedule's length); a step is one optimizer
+            update, except for tasks that make several per batch (``Task.train_updates``: SING's sequence phase).
         batch_size: items per step and process.
         lr, ssm_lr, weight_decay, betas: AdamW settings (SSM parameters: ``ssm_lr``, no decay).
-        schedule: 'plateau', 'cosine' or 'constant'.
+        schedule: 'plateau', 'cosine' or 'constant'; default: the preset's (most: 'plateau').
         warmup_steps: linear warmup length.
         min_lr_ratio: cosine floor and plateau floor, as a fraction of the initial rates.
         plateau_factor, plateau_patience: plateau decay factor and patience (in evaluations).
-        grad_clip: max gradient norm (0 = no clipping).
+        grad_clip: max gradient norm (0 = no clipping); default: the preset's (most: 1.0).
         precision: 'auto' (bf16 autocast on capable GPUs, else float32), 'bf16' or 'fp32'.
         eval_every: evaluate every N steps (0 = only at the end).
         eval_batches: cap on evaluation batches per process (None = the whole split).
@@ -79,6 +80,10 @@ class TrainConfig:
         device: e.g. 'cpu', 'cuda' (default: the local GPU if any).
         progress: show a tqdm bar (rank 0).
         task: the model family's task (:func:`~sashimi.training.tasks.task_names`: 'lm', 'wavenet').
+        phase: the training phase of a task trained in stages (``Task.phases``, e.g. SING's 'autoencoder',
+            'sequence', 'end2end'); default: the task's first; must be None for single-phase tasks.
+        init_from: a model folder (an earlier phase's run) that initializes a new run's model (tasks with
+            ``Task.takes_init_from``); ignored when resuming (the checkpoint holds the weights).
     """
 
     data: str
@@ -99,12 +104,12 @@ class TrainConfig:
     ssm_lr: float = 1e-3
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
-    schedule: str = "plateau"
+    schedule: str | None = None
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
     plateau_factor: float = 0.2
     plateau_patience: int = 20
-    grad_clip: float = 1.0
+    grad_clip: float | None = None
     precision: str = "auto"
     eval_every: int = 500
     eval_batches: int | None = 50
@@ -116,6 +121,8 @@ class TrainConfig:
     device: str | None = None
     progress: bool = True
     task: str = "lm"
+    phase: str | None = None
+    init_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (tuples as lists)."""
@@ -141,7 +148,7 @@ class TrainConfig:
 #: settings that must match the checkpoint when resuming (the rest may change)
 FIXED_ON_RESUME = ("task", "preset", "model", "layout", "seq_len", "mode", "minmax", "resample", "short",
                    "val_fraction", "seed", "schedule", "weight_decay", "betas", "warmup_steps", "min_lr_ratio",
-                   "plateau_factor", "plateau_patience", "skip_bad_files")
+                   "plateau_factor", "plateau_patience", "skip_bad_files", "phase")
 #: settings a resumed run may change, with a warning: the way out of a diverged run (the resumed run then
 #: differs from an uninterrupted one)
 CHANGEABLE_ON_RESUME = ("lr", "ssm_lr", "grad_clip")
@@ -199,7 +206,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     Raises:
         ConfigError (a ValueError): a field out of range, naming it.
     """
-    _, p = preset_of(cfg)
+    task, p = preset_of(cfg)
     r = dataclasses.replace(cfg, model=dict(cfg.model), betas=tuple(cfg.betas))
     r.layout = p.data.layout if r.layout is None else r.layout
     r.seq_len = p.data.seq_len if r.seq_len is None else r.seq_len
@@ -207,6 +214,20 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     r.minmax = p.data.minmax if r.minmax is None else bool(r.minmax)
     r.batch_size = p.batch_size if r.batch_size is None else r.batch_size
     r.lr = p.lr if r.lr is None else r.lr
+    r.schedule = p.schedule if r.schedule is None else r.schedule
+    r.grad_clip = p.grad_clip if r.grad_clip is None else r.grad_clip
+    if task.phases:
+        r.phase = task.phases[0] if r.phase is None else r.phase
+        if r.phase not in task.phases:
+            raise ConfigError("phase", f"phase must be one of {task.phases} (task {task.name!r}), got {r.phase!r}")
+    elif r.phase is not None:
+        raise ConfigError("phase", f"task {task.name!r} trains in one phase: phase must be None, got {r.phase!r}")
+    if r.init_from is not None:
+        if not task.takes_init_from:
+            raise ConfigError("init_from", f"task {task.name!r} does not take init_from (got {r.init_from!r})")
+        if not isinstance(r.init_from, (str, os.PathLike)) or not str(r.init_from):
+            raise ConfigError("init_from", f"init_from must be a model folder path, got {r.init_from!r}")
+        r.init_from = str(r.init_from)
     if not isinstance(r.data, (str, os.PathLike)) or not str(r.data):
         raise ConfigError("data", f"data must be a folder path, got {r.data!r}")
     if not isinstance(r.out, (str, os.PathLike)) or not str(r.out):

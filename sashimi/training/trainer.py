@@ -7,7 +7,8 @@
 * data: the task's datasets, sharded by a :class:`~torch.utils.data.distributed.DistributedSampler` (one
   replica when not distributed); items are deterministic given the seed, the epoch and the index;
 * optimizer: AdamW with the SSM parameter groups (:func:`sashimi.optim.param_groups`: the SSM parameters get
-  ``ssm_lr`` and no weight decay), gradient-norm clipping;
+  ``ssm_lr`` and no weight decay), gradient-norm clipping; one update per step, or one per update that the
+  task's :meth:`~sashimi.training.tasks.Task.train_updates` yields for the step's batch (truncated BPTT);
 * schedule (:class:`~sashimi.training.schedule.LRSchedule`): 'plateau' (the paper's: the rate is multiplied
   by ``plateau_factor`` when the task's evaluation metric has not improved for ``plateau_patience``
   evaluations), 'cosine' or 'constant'; warmup applies to all three;
@@ -459,6 +460,7 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
     task, _ = preset_of(cfg)
     device = _pick_device(cfg, dist)
     mcfg = model_config(cfg)
+    task.configure(cfg, mcfg)
     run = Path(cfg.out)
     show = cfg.progress and dist.main
 
@@ -535,16 +537,16 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
         created = not run.exists()
         run.mkdir(parents=True, exist_ok=True)
         lock.acquire()
-        try:
-            stale = clean_stale_temporaries(run)
+        try:  # another trainer may have used the folder since the first check
             if point is None:
-                _check_new_run(run)  # another trainer may have used the folder since the first check
+                _check_new_run(run)
             elif [d.name for d in checkpoint_dirs(run)] != point.listing:
                 raise RunBusyError(f"--resume: the checkpoints in {run} changed while this run started (another "
                                    "trainer?); run the command again. Nothing was written")
         except BaseException:
             lock.release()
             raise
+        stale = clean_stale_temporaries(run)  # the folder is this run's: what is left of an earlier writer goes
         if stale and show:
             tqdm.write(f"removed {len(stale)} temporary file(s) left by an interrupted run of {run}", file=sys.stderr)
 
@@ -557,12 +559,13 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
     eval_metrics: dict[str, float] = {}
     t_start = time.perf_counter()
 
-    def diverged(at_step: int, what: str) -> TrainingDiverged:
-        """The error for a non-finite value met at step ``at_step``. The checkpoint of the step before, whose
-        weights gave it, is removed (unless it is the only checkpoint of a resumed run)."""
+    def diverged(at_step: int, what: str, from_weights_of: int | None) -> TrainingDiverged:
+        """The error for a non-finite value met at step ``at_step``. When the weights after step
+        ``from_weights_of`` gave it and that step has a checkpoint, the checkpoint is removed (unless it is the
+        only one of a resumed run)."""
         nonlocal last_ckpt
         note = ""
-        if dist.main and last_ckpt is not None and last_ckpt.name == f"step_{at_step - 1:08d}":
+        if dist.main and last_ckpt is not None and last_ckpt.name == f"step_{from_weights_of:08d}":
             others = [d for d in checkpoint_dirs(run) if d.name != last_ckpt.name]
             if others or not resume:
                 shutil.rmtree(last_ckpt, ignore_errors=True)
@@ -577,7 +580,7 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
         out = None
         if dist.main:
             if not _all_finite(core):
-                raise diverged(step_now, "the weights are")
+                raise diverged(step_now, "the weights after the update are", None)
             trainer_state = {
                 "format": STATE_FORMAT, "step": step_now, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
                 "batch_size": cfg.batch_size, "world_size": dist.world, "optimizer": optimizer.state_dict(),
@@ -630,41 +633,49 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
             for batch in loader:
                 _seed_step(cfg.seed, dist.rank, step)
                 batch = _to_device(batch, device)
-                try:
-                    with amp():
-                        out = task.train_step(model, batch)
-                except ValueError as err:
-                    # the task's own batches are valid: a non-finite value inside the model is the weights' doing
-                    if not _all_finite(core) or _NON_FINITE.search(str(err)):
-                        raise diverged(step + 1, f"a value inside the model ({err}) is") from err
-                    raise
-                loss = out["loss"]
-                loss_value = float(loss.detach())
-                finite = math.isfinite(loss_value)
-                if dist.world > 1:
-                    finite = dist.sum([float(not finite)], device)[0] == 0
-                if not finite:
-                    what = f"the loss ({loss_value}) is"
-                    raise diverged(step + 1, what)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
-                else:
-                    norm = math.nan
-                optimizer.step()
-                task.after_step(core)
+                updates = task.train_updates(model, batch)  # one optimizer update per yielded loss
+                # the weights of the last checkpoint gave a non-finite value only at the batch's first update
+                from_ckpt: int | None = step
+                while True:
+                    try:
+                        with amp():
+                            out = next(updates, None)
+                    except ValueError as err:
+                        # the task's own batches are valid: a non-finite value inside the model is the weights' doing
+                        if not _all_finite(core) or _NON_FINITE.search(str(err)):
+                            raise diverged(step + 1, f"a value inside the model ({err}) is", from_ckpt) from err
+                        raise
+                    if out is None:
+                        break
+                    loss = out["loss"]
+                    loss_value = float(loss.detach())
+                    finite = math.isfinite(loss_value)
+                    if dist.world > 1:
+                        finite = dist.sum([float(not finite)], device)[0] == 0
+                    if not finite:
+                        what = f"the loss ({loss_value}) is"
+                        raise diverged(step + 1, what, from_ckpt)
+                    from_ckpt = None
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip > 0:
+                        norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+                    else:
+                        norm = math.nan
+                    optimizer.step()
+                    task.after_step(core)
+                    count = float(out.get("count", 1.0))
+                    for j, k in enumerate(task.train_metrics):
+                        value = out[k].detach() if isinstance(out[k], torch.Tensor) else out[k]
+                        acc[j] += float(value) * count
+                    acc[-1] += count
+                    acc_norm += norm
+                    acc_steps += 1
                 step += 1
                 batch_in_epoch += 1
                 if batch_in_epoch >= batches_per_epoch:
                     epoch, batch_in_epoch = epoch + 1, 0
                 schedule.apply(optimizer, step)
-                count = float(out.get("count", 1.0))
-                for j, k in enumerate(task.train_metrics):
-                    acc[j] += float(out[k]) * count
-                acc[-1] += count
-                acc_norm += norm
-                acc_steps += 1
 
                 # no extra evaluation at a stop_at step: it would feed the plateau schedule and the
                 # resumed run would differ from an uninterrupted one

@@ -128,7 +128,8 @@ def export_v3(model: SaShiMiLM) -> dict[str, torch.Tensor]:
                 block(f"backbone.up.{i}.blocks.{j}", f"model.u_layers.{g}.{j + 1}")
     out["model.norm.weight"], out["model.norm.bias"] = sd["backbone.norm.weight"], sd["backbone.norm.bias"]
     out["encoder.0.weight"] = sd["encoder.weight"]
-    out["decoder.0.output_transform.weight"], out["decoder.0.output_transform.bias"] = sd["decoder.weight"], sd["decoder.bias"]
+    out["decoder.0.output_transform.weight"] = sd["decoder.weight"]
+    out["decoder.0.output_transform.bias"] = sd["decoder.bias"]
     return out
 
 

@@ -157,3 +157,23 @@ def test_synth_validation() -> None:
         tone(440.0, 1.0, 0)
     with pytest.raises(ValueError, match="seconds"):
         plucked_melody(-1.0, SR)
+
+
+def test_plucked_melody_ring() -> None:
+    """``ring`` only changes how long notes sound into the following ones: ring=0 is one note at a time."""
+    assert torch.equal(plucked_melody(2.0, SR, seed=4), plucked_melody(2.0, SR, seed=4, ring=1.0))
+    mono, poly = plucked_melody(2.0, SR, seed=4, ring=0.0), plucked_melody(2.0, SR, seed=4, ring=1.0)
+    assert float(mono.abs().max()) == pytest.approx(0.9, abs=1e-6)
+    # the first note is at least 1/8 s long; before the second pluck both clips hold only it (up to the
+    # peak normalization of the whole mix)
+    head = SR // 8
+    scale = float(mono[:head].abs().max() / poly[:head].abs().max())
+    torch.testing.assert_close(mono[:head], poly[:head] * scale, rtol=0, atol=1e-5)
+    assert not torch.allclose(mono, poly * scale, atol=1e-3)  # later notes overlap only with ring > 0
+    # one note at a time: the clip is a sum of non-overlapping Karplus-Strong notes whose plucks start a
+    # note with a full-scale burst; a longer ring adds energy from earlier notes
+    assert float(mono.pow(2).mean()) < float((poly * scale).pow(2).mean())
+    with pytest.raises(ValueError, match="ring"):
+        plucked_melody(1.0, SR, ring=-0.5)
+    with pytest.raises(ValueError, match="ring"):
+        plucked_melody(1.0, SR, ring=float("inf"))

@@ -271,14 +271,16 @@ def test_decoder_inside_the_step_program(pool, compile):
     assert rel_err(out, ref) < TOL[F64]
 
 
-@pytest.mark.parametrize("pool,temperature", [((), 1.0), ((4, 4), 1.0), ((4, 4), 0.7)], ids=["no-pool", "4x4", "4x4-T0.7"])
+@pytest.mark.parametrize(
+    "pool,temperature", [((), 1.0), ((4, 4), 1.0), ((4, 4), 0.7)], ids=["no-pool", "4x4", "4x4-T0.7"]
+)
 @pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager", "compiled"])
 @torch.no_grad()
 def test_draw_inside_the_step_program(pool, temperature, compile):
     """With ``draw``, ``step(x, u, ll)`` steps on x and draws the next classes inside the last unit:
     over 40 steps fed back their own embeddings, the classes equal the inverse-CDF draws
-    (``sashimi.generation.sampling.sample_from``) from log_softmax of the decoder on ``model.step`` with the same uniforms,
-    the returned inputs are their embeddings, and ``ll`` accumulates their log-probabilities."""
+    (``sashimi.generation.sampling.sample_from``) from log_softmax of the decoder on ``model.step`` with the same
+    uniforms, the returned inputs are their embeddings, and ``ll`` accumulates their log-probabilities."""
     from sashimi.generation.sampling import sample_from as _sample_from
 
     lm = small_lm(F64, pool=pool)

@@ -63,11 +63,14 @@ def _inputs(real=torch.float64, device="cpu", seed=0):
     g = torch.Generator().manual_seed(seed)
 
     def crandn(*shape, scale=1.0):
-        z = torch.complex(torch.randn(shape, generator=g, dtype=torch.float64), torch.randn(shape, generator=g, dtype=torch.float64))
+        z = torch.complex(
+            torch.randn(shape, generator=g, dtype=torch.float64), torch.randn(shape, generator=g, dtype=torch.float64)
+        )
         return (scale * z).to(_cplx(real)).to(device)
 
     H, N2, L = 2, 7, 37
-    w = torch.complex(-(0.1 + torch.rand(H, N2, generator=g, dtype=torch.float64)), 3 * torch.randn(H, N2, generator=g, dtype=torch.float64))
+    w = torch.complex(-(0.1 + torch.rand(H, N2, generator=g, dtype=torch.float64)),
+                      3 * torch.randn(H, N2, generator=g, dtype=torch.float64))
     x = torch.complex(-(1e-3 + 1e-2 * torch.rand(H, N2, generator=g, dtype=torch.float64)),
                       (2 * torch.rand(H, N2, generator=g, dtype=torch.float64) - 1) * math.pi)
     B, M, C = 2, 9, 2
@@ -171,10 +174,14 @@ def autograd_through_ops(device):
     t = _inputs(torch.float64, device, seed=2)
     metrics = {}
     cases = {
-        "cauchy": (lambda a, b: ops().cauchy_fwd(a, t["z"], b), lambda a, b: cauchy(a, t["z"], b, backend="torch"), (t["v"], t["w"]), t["gc"]),
-        "vandermonde": (lambda a, b: ops().vandermonde_fwd(a, b, t["L"]), lambda a, b: vandermonde(a, b, t["L"], backend="torch"), (t["v"], t["x"]), t["gr"]),
-        "transpose_real_u": (ops().vandermonde_transpose_fwd, lambda a, b: vandermonde_transpose(a, b, backend="torch"), (t["u"], t["x"]), t["gn"]),
-        "transpose_complex_u": (ops().vandermonde_transpose_fwd, lambda a, b: vandermonde_transpose(a, b, backend="torch"), (t["uc"], t["x"]), t["gn"]),
+        "cauchy": (lambda a, b: ops().cauchy_fwd(a, t["z"], b),
+                   lambda a, b: cauchy(a, t["z"], b, backend="torch"), (t["v"], t["w"]), t["gc"]),
+        "vandermonde": (lambda a, b: ops().vandermonde_fwd(a, b, t["L"]),
+                        lambda a, b: vandermonde(a, b, t["L"], backend="torch"), (t["v"], t["x"]), t["gr"]),
+        "transpose_real_u": (ops().vandermonde_transpose_fwd,
+                             lambda a, b: vandermonde_transpose(a, b, backend="torch"), (t["u"], t["x"]), t["gn"]),
+        "transpose_complex_u": (ops().vandermonde_transpose_fwd,
+                                lambda a, b: vandermonde_transpose(a, b, backend="torch"), (t["uc"], t["x"]), t["gn"]),
     }
     for name, (f_op, f_torch, args, cot) in cases.items():
         res = []
@@ -369,7 +376,8 @@ def _kernel_nodes(gm):
             from torch._higher_order_ops.triton_kernel_wrap import kernel_side_table
 
             kernel = kernel_side_table.get_kernel(node.kwargs["kernel_idx"])
-            out.append((kernel.fn.__name__, str(node.target).split(".")[-1], sorted(node.kwargs.get("tensors_to_clone", []))))
+            out.append((kernel.fn.__name__, str(node.target).split(".")[-1],
+                        sorted(node.kwargs.get("tensors_to_clone", []))))
         elif node.op == "call_function" and "sashimi" in str(node.target):
             out.append((str(node.target), "opaque", []))
     return out
@@ -397,7 +405,8 @@ def decomposes_into_functional_kernels(device):
         "vandermonde": (lambda v, x: ops().vandermonde_fwd(v, x, t["L"]), req(t["v"], t["x"]),
                         [("_vand_fwd_kernel", ["out_ptr"]), ("_vand_t_kernel", ["s0_ptr", "s1_ptr"])]),
         "transpose": (lambda u, x: ops().vandermonde_transpose_fwd(u, x), req(t["uc"], t["x"]),
-                      [("_vand_t_kernel", ["s0_ptr"]), ("_vand_fwd_kernel", ["out_ptr"]), ("_vand_t_kernel", ["s1_ptr"])]),
+                      [("_vand_t_kernel", ["s0_ptr"]), ("_vand_fwd_kernel", ["out_ptr"]),
+                       ("_vand_t_kernel", ["s1_ptr"])]),
         "diag_step": (lambda s, a, b, c, u, d: ops().diag_step(s, a, b, c, u, d, True),
                       [t["state"].clone(), t["dA"], t["dB"], t["dC"], t["su"], t["D"]],
                       [("_diag_step_kernel", ["x_ptr", "y_ptr"])]),
@@ -571,7 +580,9 @@ def test_import_sashimi_does_not_register_ops():
         "assert not hasattr(torch.ops.sashimi, 'cauchy_fwd')"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 

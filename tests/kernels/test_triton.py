@@ -73,7 +73,9 @@ def _gen(device, seed):
 
 
 def _crandn(g, shape, real, device, scale=1.0):
-    x = torch.complex(torch.randn(shape, generator=g, dtype=torch.float64), torch.randn(shape, generator=g, dtype=torch.float64))
+    x = torch.complex(
+        torch.randn(shape, generator=g, dtype=torch.float64), torch.randn(shape, generator=g, dtype=torch.float64)
+    )
     return (scale * x).to(_cplx(real)).to(device)
 
 
@@ -248,7 +250,8 @@ def vandermonde_long_phase_f32(device):
     u = torch.randn(L, generator=g, dtype=torch.float64).to(torch.float32).to(device)
     metrics = {}
     ref = vandermonde_ref(_up(v), x, L)
-    _compare(metrics, "out", vandermonde(v, x, L, backend="triton"), vandermonde(v, x, L, backend="torch"), ref, torch.float32)
+    _compare(metrics, "out", vandermonde(v, x, L, backend="triton"), vandermonde(v, x, L, backend="torch"), ref,
+             torch.float32)
     # what a float32 product x * l costs at this length (the naive kernel), for the record
     metrics["out"]["naive_f32_nodes"] = _err(vandermonde_ref(v, x.to(torch.complex64), L), ref)
     assert metrics["out"]["triton"] < 1e-5
@@ -284,9 +287,12 @@ def poisoned_buffers(device):
     try:
         ops = [
             (lambda a, b: cauchy(a, z, b, backend="triton"), lambda a, b: cauchy(a, z, b, backend="torch"), (v, w)),
-            (lambda a, b: vandermonde(a, b, 45, backend="triton"), lambda a, b: vandermonde(a, b, 45, backend="torch"), (v, x)),
-            (lambda a, b: vandermonde_transpose(a, b, backend="triton"), lambda a, b: vandermonde_transpose(a, b, backend="torch"), (u, x)),
-            (lambda a, b: vandermonde_transpose(a, b, backend="triton"), lambda a, b: vandermonde_transpose(a, b, backend="torch"), (uc, x)),
+            (lambda a, b: vandermonde(a, b, 45, backend="triton"),
+             lambda a, b: vandermonde(a, b, 45, backend="torch"), (v, x)),
+            (lambda a, b: vandermonde_transpose(a, b, backend="triton"),
+             lambda a, b: vandermonde_transpose(a, b, backend="torch"), (u, x)),
+            (lambda a, b: vandermonde_transpose(a, b, backend="triton"),
+             lambda a, b: vandermonde_transpose(a, b, backend="torch"), (uc, x)),
         ]
         for tri_fn, tor_fn, args in ops:
             out0 = tor_fn(*args)
@@ -302,7 +308,9 @@ def poisoned_buffers(device):
 
     def nan_like(shape, dtype, transposed=False):
         if transposed:  # a layout that cannot be viewed as (rows, M, K): exercises the copy path
-            return torch.full(tuple(reversed(shape)), float("nan"), dtype=dtype, device=device).permute(*range(len(shape) - 1, -1, -1))
+            return torch.full(tuple(reversed(shape)), float("nan"), dtype=dtype, device=device).permute(
+                *range(len(shape) - 1, -1, -1)
+            )
         return torch.full(shape, float("nan"), dtype=dtype, device=device)
 
     # out= buffers: contiguous, reversed strides (written in place through strides), and a batch whose
@@ -332,7 +340,8 @@ def poisoned_buffers(device):
     out = nan_like((2, 3, 4, 37), v.dtype)
     assert cauchy_fwd(v4, z, w4, out=out) is out and _err(out, _up(cauchy(v4, z, w4, backend="torch"))) < 1e-12
     out = nan_like((2, 3, 4, 45), real)
-    assert vandermonde_fwd(v4, x4, 45, out=out) is out and _err(out, _up(vandermonde(v4, x4, 45, backend="torch"))) < 1e-12
+    assert (vandermonde_fwd(v4, x4, 45, out=out) is out
+            and _err(out, _up(vandermonde(v4, x4, 45, backend="torch"))) < 1e-12)
     checked += 2
     return {"buffers_checked": checked}
 
@@ -369,7 +378,8 @@ def layouts_and_conj_views(device):
 
 def _ssm_params(g, H, N2, c, r, real, device):
     dt = (0.01 + 0.1 * torch.rand(H, generator=g, dtype=torch.float64)).to(real).to(device)
-    A = torch.complex(-(0.1 + torch.rand(H, N2, generator=g, dtype=torch.float64)), 3 * torch.randn(H, N2, generator=g, dtype=torch.float64))
+    A = torch.complex(-(0.1 + torch.rand(H, N2, generator=g, dtype=torch.float64)),
+                      3 * torch.randn(H, N2, generator=g, dtype=torch.float64))
     A = A.to(_cplx(real)).to(device)
     B = _crandn(g, (H, N2), real, device)
     C = _crandn(g, (c, H, N2), real, device)
@@ -474,8 +484,11 @@ def _run_device(device: str, workdir: Path) -> dict:
     for i in range(shards):
         report = workdir / f"{device}-{i}.json"
         log = open(workdir / f"{device}-{i}.log", "w")
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--device", device, "--json", str(report), "--shard", f"{i}/{shards}"]
-        procs.append((subprocess.Popen(cmd, env=env, cwd=str(REPO_ROOT), stdout=log, stderr=subprocess.STDOUT), report, log))
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--device", device, "--json", str(report),
+               "--shard", f"{i}/{shards}"]
+        procs.append(
+            (subprocess.Popen(cmd, env=env, cwd=str(REPO_ROOT), stdout=log, stderr=subprocess.STDOUT), report, log)
+        )
     results = {}
     for proc, report, log in procs:
         try:
@@ -488,7 +501,9 @@ def _run_device(device: str, workdir: Path) -> dict:
             results.update(json.loads(report.read_text()))
         else:
             tail = Path(log.name).read_text()[-4000:]
-            results.setdefault("__crash__", {"ok": False, "error": f"check subprocess died (rc={proc.returncode}):\n{tail}"})
+            results.setdefault(
+                "__crash__", {"ok": False, "error": f"check subprocess died (rc={proc.returncode}):\n{tail}"}
+            )
     return results
 
 
@@ -513,9 +528,12 @@ def test_triton_kernel(triton_report, name):
 
 
 def test_import_sashimi_does_not_import_triton():
-    code = "import sys, sashimi, sashimi.kernels, sashimi.kernels.cauchy, sashimi.kernels.vandermonde; assert 'triton' not in sys.modules, 'imported'"
+    code = ("import sys, sashimi, sashimi.kernels, sashimi.kernels.cauchy, sashimi.kernels.vandermonde; "
+            "assert 'triton' not in sys.modules, 'imported'")
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 

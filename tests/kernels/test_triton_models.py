@@ -139,7 +139,9 @@ def _make_block_check(dtype):
             with torch.no_grad():
                 ys = torch.stack([blk.step(x[:, :, i], state)[0] for i in range(x.shape[-1])], dim=-1)
             # gradients of the convolution through the Triton Cauchy backward, against the torch backend's
-            cot = torch.randn(y.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(dtype).to(device)
+            cot = torch.randn(
+                y.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+            ).to(dtype).to(device)
             grads = {}
             for be in ("triton", "torch"):
                 os.environ["SASHIMI_BACKEND"] = be
@@ -198,7 +200,9 @@ def _make_sashimi_check(dtype):
                 ys = torch.stack([model.step(x[:, i], state)[0] for i in range(x.shape[1])], dim=1)
         finally:
             calls.restore()
-        metrics = {"y_forward": rel_err(y, t["y_forward"]), "y_step": rel_err(ys, t["y_step"]), "calls": dict(calls.counts)}
+        metrics = {
+            "y_forward": rel_err(y, t["y_forward"]), "y_step": rel_err(ys, t["y_step"]), "calls": dict(calls.counts)
+        }
         assert calls.counts["cauchy_fwd"] >= 6, calls.counts  # one per S4 layer
         assert metrics["y_forward"] < TOL[dtype], metrics
         assert metrics["y_step"] < TOL[dtype], metrics
@@ -249,6 +253,9 @@ def _make_s4d_check(dtype):
         try:
             with torch.no_grad():
                 y = model(x)
+                # training mode (dropout is 0): the module-by-module step, through S4Block.step and its
+                # Triton diag-step kernel (in evaluation mode SaShiMi.step runs the flat step program)
+                model.train()
                 state = model.init_state(x.shape[0], mode="diagonal")
                 ys = torch.stack([model.step(x[:, i], state)[0] for i in range(x.shape[1])], dim=1)
                 state = model.init_state(x.shape[0], mode="diagonal")
@@ -331,8 +338,11 @@ def _run_device(device: str, workdir: Path) -> dict:
     for i in range(shards):
         report = workdir / f"{device}-{i}.json"
         log = open(workdir / f"{device}-{i}.log", "w")
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--device", device, "--json", str(report), "--shard", f"{i}/{shards}"]
-        procs.append((subprocess.Popen(cmd, env=env, cwd=str(REPO_ROOT), stdout=log, stderr=subprocess.STDOUT), report, log))
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--device", device, "--json", str(report),
+               "--shard", f"{i}/{shards}"]
+        procs.append(
+            (subprocess.Popen(cmd, env=env, cwd=str(REPO_ROOT), stdout=log, stderr=subprocess.STDOUT), report, log)
+        )
     results = {}
     for proc, report, log in procs:
         try:
@@ -345,7 +355,9 @@ def _run_device(device: str, workdir: Path) -> dict:
             results.update(json.loads(report.read_text()))
         else:
             tail = Path(log.name).read_text()[-4000:]
-            results.setdefault("__crash__", {"ok": False, "error": f"check subprocess died (rc={proc.returncode}):\n{tail}"})
+            results.setdefault(
+                "__crash__", {"ok": False, "error": f"check subprocess died (rc={proc.returncode}):\n{tail}"}
+            )
     return results
 
 

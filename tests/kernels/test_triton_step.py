@@ -62,7 +62,9 @@ def _case(seed, B, H, M, C, real, with_d=True, device="cpu"):
     g = torch.Generator().manual_seed(seed)
 
     def crandn(*shape):
-        return torch.complex(torch.randn(shape, generator=g, dtype=torch.float64), torch.randn(shape, generator=g, dtype=torch.float64))
+        return torch.complex(
+            torch.randn(shape, generator=g, dtype=torch.float64), torch.randn(shape, generator=g, dtype=torch.float64)
+        )
 
     mag = 0.5 + 0.49 * torch.rand(H, M, generator=g, dtype=torch.float64)
     ang = (2 * torch.rand(H, M, generator=g, dtype=torch.float64) - 1) * math.pi
@@ -87,7 +89,8 @@ def _run_all(t, two_re, **kw):
         y = diag_step(x, t["dA"], t["dB"], t["dC"], t["u"], t["D"], two_re=two_re, backend=be, **kw)
         res[be] = (y, x)
     x64 = _up(t["x"])
-    y64 = diag_step_ref(x64, _up(t["dA"]), _up(t["dB"]), _up(t["dC"]), _up(t["u"]), None if t["D"] is None else _up(t["D"]), two_re)
+    y64 = diag_step_ref(x64, _up(t["dA"]), _up(t["dB"]), _up(t["dC"]), _up(t["u"]),
+                        None if t["D"] is None else _up(t["D"]), two_re)
     res["ref"] = (y64, x64)
     return res
 
@@ -191,7 +194,8 @@ def recurrence_many_steps(device):
             u = torch.randn(B, H, generator=g, dtype=torch.float64)
             for be in ("triton", "torch"):
                 ys[be].append(diag_step(xs[be], t["dA"], t["dB"], t["dC"], u.to(real).to(device), t["D"], backend=be))
-            ys["ref"].append(diag_step_ref(x64, _up(t["dA"]), _up(t["dB"]), _up(t["dC"]), u.to(real).double().to(device), _up(t["D"])))
+            ys["ref"].append(diag_step_ref(x64, _up(t["dA"]), _up(t["dB"]), _up(t["dC"]),
+                                           u.to(real).double().to(device), _up(t["D"])))
         tag = "f32" if real == torch.float32 else "f64"
         _compare(metrics, f"y_{tag}", torch.stack(ys["triton"]), torch.stack(ys["torch"]), torch.stack(ys["ref"]), real)
         _compare(metrics, f"x_{tag}", xs["triton"], xs["torch"], x64, real)
@@ -273,7 +277,8 @@ def triton_argument_errors(device):
     with pytest.raises(ValueError, match="broadcast"):
         diag_step_fwd(t["x"], t["dA"][:, :3], t["dB"], t["dC"], t["u"])
     with pytest.raises(ValueError, match="out must be"):
-        diag_step_fwd(t["x"], t["dA"], t["dB"], t["dC"], t["u"], out=torch.empty(2, 1, 4, dtype=torch.float64, device=device))
+        diag_step_fwd(t["x"], t["dA"], t["dB"], t["dC"], t["u"],
+                      out=torch.empty(2, 1, 4, dtype=torch.float64, device=device))
     return {}
 
 
@@ -433,7 +438,9 @@ def test_import_does_not_import_triton_or_the_library():
         "assert not bad, bad"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 

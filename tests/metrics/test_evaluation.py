@@ -127,8 +127,9 @@ def test_evaluate_folders_end_to_end(tmp_path):
                                   num_samples=4000, protocol=protocol, ndb_clusters=5, progress=False)
         json_path, md_path = write_report(result, tmp_path / "out", name=protocol)
         saved = json.loads(json_path.read_text())
-        assert saved["metrics"].keys() == {"FID", "IS", "IS_standard", "mIS", "AM", "NDB"}
+        assert saved["metrics"].keys() == {"FID", "IS", "IS_standard", "mIS", "AM", "NDB", "periodicity"}
         assert all(np.isfinite(v) for v in saved["metrics"].values())
+        assert saved["metrics"]["periodicity"] > 0.9 and saved["reference_metrics"]["periodicity"] > 0.9  # tones
         assert saved["n_reference"] == 60 and md_path.read_text() == evaluation_table(result)
     assert 17 <= saved["n_scored"] < 40 and "selection" in saved  # a window of the test half, > feature dim
 

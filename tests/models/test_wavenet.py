@@ -120,7 +120,8 @@ def test_output_shapes_and_dtypes(dtype, bits):
             assert out.shape == (3, L, n) and out.dtype == dtype
             assert torch.isfinite(out).all()
     nll = model.log_likelihood(torch.randint(0, n, (2, 16)))
-    assert nll.shape == (2,) and nll.dtype == torch.promote_types(dtype, torch.float32)  # float64 models score in float64
+    # float64 models score in float64
+    assert nll.shape == (2,) and nll.dtype == torch.promote_types(dtype, torch.float32)
 
 
 def test_config_validation():

@@ -123,6 +123,53 @@ def test_ctrl_c_under_quiet_says_checkpoint_saved(tmp_path: Path) -> None:
     assert checkpoint_dirs(run) and not _leftovers(run)
 
 
+_KILL_MID_CHECKPOINT = """
+import os, signal, sys
+import torch
+real_save = torch.save
+calls = []
+
+
+def save(obj, f, *args, **kwargs):
+    calls.append(f)
+    if len(calls) == 2:  # the second checkpoint's trainer state: part of it is written, then SIGKILL
+        with open(f, "wb") as out:
+            out.write(b"\\0" * 10)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(obj, f, *args, **kwargs)
+
+
+torch.save = save
+from sashimi.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_mid_checkpoint_then_resume(tmp_path: Path) -> None:
+    """Items 21 and 1: a trainer SIGKILLed while writing a checkpoint leaves its temporary folder and its lock
+    file; the next --resume takes the (released) lock, removes the temporaries, continues from the last
+    complete checkpoint and reaches the weights of an uninterrupted run."""
+    data = _data(tmp_path / "data")
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    script = tmp_path / "kill_mid_checkpoint.py"
+    script.write_text(_KILL_MID_CHECKPOINT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, str(script), *_cli(data, run, "--steps", "6", "--checkpoint-every", "2")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert [d.name for d in checkpoint_dirs(run)] == ["step_00000002"]
+    assert any(p.name.startswith(".tmp-step_00000004-") for p in (run / "checkpoints").iterdir())
+    assert (run / ".lock").exists()  # left behind, but no longer locked
+    assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 0
+    assert not _leftovers(run) and not (run / ".lock").exists()
+    assert main(_cli(data, ref, "--steps", "6", "--checkpoint-every", "2")) == 0
+    a, b = SaShiMiLM.from_pretrained(str(ref)).state_dict(), SaShiMiLM.from_pretrained(str(run)).state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_a_held_folder_refuses_a_new_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Item 1 for two new runs started together: whoever holds the lock owns the folder; the other is refused
     even though the folder still looks empty to it, and writes nothing."""

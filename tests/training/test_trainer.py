@@ -290,5 +290,6 @@ def test_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="preset must be one of"):
         train(TrainConfig(data=str(data), out=str(tmp_path / "run"), preset="huge"))
-    with pytest.raises(ValueError, match=r"invalid model settings for preset 'tiny'.*unknown SaShiMi\w*Config field.*width"):
+    with pytest.raises(ValueError,
+                       match=r"invalid model settings for preset 'tiny'.*unknown SaShiMi\w*Config field.*width"):
         train(TrainConfig(data=str(data), out=str(tmp_path / "run"), model={"width": 3}))

@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from sashimi.audio import save_audio
+from sashimi import load_model
 from sashimi.cli import main
 from sashimi.data import AudioFolder, karplus_strong
 from sashimi.models.baselines import WaveNet, wavenet_paper
 from sashimi.models.lm import SaShiMiLM
 from sashimi.training import TrainConfig, get_task, train
 from sashimi.training.checkpoints import checkpoint_dirs
-from sashimi.training.tasks.wavenet import load_wavenet, save_wavenet, wavenet_presets
+from sashimi.training.tasks.wavenet import wavenet_presets
 
 SR = 16000
 L = 512
@@ -40,12 +41,12 @@ def test_cli_trains_resumes_exactly_loads_and_scores(tmp_path: Path, capsys: pyt
     common = ("--steps", "12", "--lr", "1e-2", "--schedule", "cosine", "--warmup-steps", "2")
     assert main(_cli(data, full, *common)) == 0
     out = capsys.readouterr().out
-    assert "finished at step 12" in out and "load_wavenet" in out
+    assert "finished at step 12" in out and f"sashimi.load_model({str(full)!r})" in out
     # stopped after 2 steps (mid-epoch: 6 items, batch 2), then resumed from the CLI with only --out/--resume
     assert main(_cli(data, split, *common, "--stop-at", "2")) == 0
     assert "stopped at step 2" in capsys.readouterr().out
     assert main(["train", "--out", str(split), "--resume", "--quiet"]) == 0
-    a, b = load_wavenet(full), load_wavenet(split)
+    a, b = load_model(str(full)), load_model(str(split))  # the registry picks the class from config.json
     assert isinstance(a, WaveNet) and a.config == b.config and a.config.skip_channels == 32
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()
@@ -69,23 +70,15 @@ def test_cli_trains_resumes_exactly_loads_and_scores(tmp_path: Path, capsys: pyt
     assert float(nll.mean()) < float(init.log_likelihood(tokens).mean()) - 0.5
 
 
-def test_save_load_round_trip_and_refusals(tmp_path: Path) -> None:
-    torch.manual_seed(1)
-    model = WaveNet(wavenet_presets()["tiny"].model | {"bias": True})
-    save_wavenet(model, tmp_path / "m")
-    back = load_wavenet(tmp_path / "m")
-    assert back.config == model.config
-    x = torch.randint(0, 256, (2, 300))
-    torch.testing.assert_close(back(x), model.eval()(x), rtol=0, atol=0)
-    # a SaShiMiLM folder is not a WaveNet folder
-    SaShiMiLM({"d_model": 8, "n_layers": 1, "pool": (4,), "d_state": 8}).save_pretrained(tmp_path / "lm")
-    with pytest.raises(ValueError, match="not a WaveNet config"):
-        load_wavenet(tmp_path / "lm")
-    # a truncated weights file is refused, naming it
-    w = tmp_path / "m" / "model.safetensors"
-    w.write_bytes(w.read_bytes()[:100])
-    with pytest.raises(ValueError, match="model.safetensors"):
-        load_wavenet(tmp_path / "m")
+def test_run_folder_is_a_wavenet_model_folder(tmp_path: Path) -> None:
+    data = _data(tmp_path / "data", n=1)
+    run = tmp_path / "run"
+    assert main(_cli(data, run, "--steps", "1")) == 0
+    model = WaveNet.from_pretrained(str(run))
+    assert isinstance(model, WaveNet)
+    assert model.config == get_task("wavenet").model_config(wavenet_presets()["tiny"], {})
+    with pytest.raises(ValueError, match="wavenet"):
+        SaShiMiLM.from_pretrained(str(run))  # a folder of another family is refused, naming its type
 
 
 def test_presets_match_the_paper() -> None:
@@ -109,7 +102,7 @@ def test_options_of_another_task_are_refused(tmp_path: Path, capsys: pytest.Capt
     assert "preset must be one of" in capsys.readouterr().err and not (tmp_path / "run").exists()
     # the task's own model options apply
     assert main(_cli(data, tmp_path / "run", "--steps", "1", "--skip-channels", "8", "--n-layers", "3")) == 0
-    cfg = load_wavenet(tmp_path / "run").config
+    cfg = load_model(str(tmp_path / "run")).config
     assert (cfg.skip_channels, cfg.n_layers) == (8, 3)
     # --resume under another task is refused
     assert main(["train", "--out", str(tmp_path / "run"), "--resume", "--task", "lm", "--steps", "2", "--quiet"]) == 2

@@ -115,7 +115,9 @@ def _validate(layer: PhaseLayer) -> None:
     B, nb, J, C = X.shape
     H = nb * C
     if C != block_width(H, X.dtype):
-        raise ValueError(f"the channel block of X is {C}; for H = {H} and {X.dtype} it must be {block_width(H, X.dtype)}")
+        raise ValueError(
+            f"the channel block of X is {C}; for H = {H} and {X.dtype} it must be {block_width(H, X.dtype)}"
+        )
     nk, ne = W.shape[0], E.shape[0]
     blk = (nb, J, C)
     want = {"U": (B, H), "G": blk, "W": (nk, *blk), "A": blk, "E": (ne, *blk), "R": (B, nk, H)}

@@ -52,6 +52,10 @@ from sashimi.kernels.triton.vandermonde import (
     vandermonde_transpose_fwd,
 )
 
+# fused diagonal SSM step (state update in place + output + D skip), see sashimi.kernels.triton.step:
+# diag_step_fwd(x, dA, dB, dC, u, D=None, *, two_re=True, out=None) -> y (B, C, H)
+from sashimi.kernels.triton.step import diag_step_fwd
+
 __all__ = [
     "cauchy_bwd",
     "cauchy_fwd",
@@ -89,9 +93,5 @@ def probe(device_type: str) -> bool:
     except Exception:
         return False
 
-
-# fused diagonal SSM step (state update in place + output + D skip), see sashimi.kernels.triton.step:
-# diag_step_fwd(x, dA, dB, dC, u, D=None, *, two_re=True, out=None) -> y (B, C, H)
-from sashimi.kernels.triton.step import diag_step_fwd
 
 __all__ += ["diag_step_fwd"]

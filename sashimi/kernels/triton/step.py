@@ -149,7 +149,8 @@ def launch_diag_step(
         y = torch.empty((B, C, H), dtype=real, device=x.device)
     elif tuple(y.shape) != (B, C, H) or y.dtype != real or y.device != x.device:
         raise ValueError(
-            f"out must be a {real} tensor of shape {(B, C, H)} on {x.device}, got {y.dtype} {tuple(y.shape)} on {y.device}"
+            f"out must be a {real} tensor of shape {(B, C, H)} on {x.device}, "
+            f"got {y.dtype} {tuple(y.shape)} on {y.device}"
         )
     if B * H * C == 0:
         return y

@@ -372,7 +372,9 @@ def vandermonde_transpose_fwd(u: torch.Tensor, x: torch.Tensor, *, out: torch.Te
     return finish(rows, buf, out)
 
 
-def vandermonde_transpose_bwd(u: torch.Tensor, x: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def vandermonde_transpose_bwd(
+    u: torch.Tensor, x: torch.Tensor, grad: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of :func:`vandermonde_transpose_fwd` w.r.t. u and x for the complex incoming gradient.
 
     Returns ``(du, dx)`` shaped like u (its dtype; the real part for real u) and x (its dtype).

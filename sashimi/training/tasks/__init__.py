@@ -1,5 +1,5 @@
-"""Training tasks: one per model family (``lm``, ``wavenet``, ``classifier``), registered by name for
-``sashimi train --task``."""
+"""Training tasks: one per model family (``lm``, ``wavenet``, ``masked``, ``sing``, ``diffwave``,
+``classifier``), registered by name for ``sashimi train --task``."""
 
 from sashimi.training.tasks.base import (
     DataSplits,
@@ -11,7 +11,10 @@ from sashimi.training.tasks.base import (
     task_names,
     unwrap,
 )
+from sashimi.training.tasks.diffwave import DiffWaveTask
 from sashimi.training.tasks.lm import LMTask
+from sashimi.training.tasks.masked import MaskedTask
+from sashimi.training.tasks.sing import SINGTask
 from sashimi.training.tasks.tokens import TokenTask
 from sashimi.training.tasks.wavenet import WaveNetTask
 from sashimi.training.tasks.classifier import ClassifierTask  # registered after lm and wavenet: --task order
@@ -19,8 +22,11 @@ from sashimi.training.tasks.classifier import ClassifierTask  # registered after
 __all__ = [
     "ClassifierTask",
     "DataSplits",
+    "DiffWaveTask",
     "LMTask",
+    "MaskedTask",
     "ModelOption",
+    "SINGTask",
     "Task",
     "TokenTask",
     "TrainPreset",

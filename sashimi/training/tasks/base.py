@@ -10,6 +10,12 @@ Frozen parameters (e.g. an encoder trained in an earlier phase): set ``requires_
 survive a resume (an EMA of the weights, a phase counter): :meth:`Task.state_dict` / :meth:`Task.load_state_dict`,
 updated in :meth:`Task.after_step`.
 
+Tasks trained in stages (SING: autoencoder, sequence, end-to-end) list them in :attr:`Task.phases`: each phase
+is a run of its own (``--phase``), initialized from an earlier run's model folder (``--init-from``, when
+:attr:`Task.takes_init_from`); :meth:`Task.configure` receives the run's settings before any model is built or
+loaded. A task whose batch makes several optimizer updates (truncated backpropagation through time) yields them
+from :meth:`Task.train_updates`; a trainer step is then the whole batch.
+
 Conventions of :meth:`Task.train_step` and :meth:`Task.eval_step`:
 
 * every value is a mean over what the batch counts (tokens, items, frames ...);
@@ -24,7 +30,7 @@ Conventions of :meth:`Task.train_step` and :meth:`Task.eval_step`:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -48,6 +54,8 @@ class TrainPreset:
         batch_size: per-process batch size.
         lr: AdamW learning rate of the non-SSM parameters.
         description: one line.
+        schedule: the default learning-rate schedule (``TrainConfig.schedule``).
+        grad_clip: the default max gradient norm (``TrainConfig.grad_clip``; 0 = no clipping).
     """
 
     model: dict[str, Any]
@@ -55,6 +63,8 @@ class TrainPreset:
     batch_size: int
     lr: float
     description: str
+    schedule: str = "plateau"
+    grad_clip: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,8 @@ class Task(ABC):
         metric: the evaluation metric that drives the plateau schedule (lower is better).
         train_metrics, eval_metrics: names logged as ``train_<name>`` / ``eval_<name>``.
         model_options: the task's command-line model options.
+        phases: the training phases (``--phase``; the first is the default); empty: a single phase.
+        takes_init_from: the task can initialize a new run from a model folder (``--init-from``).
     """
 
     name: ClassVar[str]
@@ -113,6 +125,17 @@ class Task(ABC):
     train_metrics: ClassVar[tuple[str, ...]]
     eval_metrics: ClassVar[tuple[str, ...]]
     model_options: ClassVar[tuple[ModelOption, ...]] = ()
+    phases: ClassVar[tuple[str, ...]] = ()
+    takes_init_from: ClassVar[bool] = False
+
+    def configure(self, cfg: Any, model_config: Any) -> None:
+        """Take the resolved :class:`~sashimi.training.config.TrainConfig` of a run (its ``phase`` and
+        ``init_from``) and its model config; the trainer calls it before any other method that builds, loads or
+        steps a model. Default: nothing.
+
+        Raises:
+            ValueError: settings the task cannot run with, naming them; before anything is written.
+        """
 
     @abstractmethod
     def presets(self) -> Mapping[str, TrainPreset]:
@@ -154,6 +177,13 @@ class Task(ABC):
     @abstractmethod
     def eval_step(self, model: nn.Module, batch: Any) -> dict[str, float]:
         """Named metrics of one evaluation batch (the model is in eval mode, gradients off)."""
+
+    def train_updates(self, model: nn.Module, batch: Any) -> Iterator[dict[str, torch.Tensor]]:
+        """The optimizer updates of one training batch: each yielded dict (as :meth:`train_step` returns) is one
+        update; the trainer back-propagates its ``"loss"``, clips and steps the optimizer (and calls
+        :meth:`after_step`) before asking for the next. Default: the single :meth:`train_step`. Override for
+        truncated backpropagation through time (one update per chunk, the state detached between chunks)."""
+        yield self.train_step(model, batch)
 
     def after_step(self, model: nn.Module) -> None:
         """Called after every optimizer step with the unwrapped model (e.g. to update an EMA of the weights that

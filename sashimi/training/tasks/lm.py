@@ -43,7 +43,7 @@ class LMTask(TokenTask):
     """SaShiMiLM next-sample training (``sashimi train --task lm``, the default)."""
 
     name: ClassVar[str] = "lm"
-    model_type: ClassVar[str] = "sashimi-lm"
+    model_type: ClassVar[str] = SaShiMiLMConfig.model_type
     preset_names: ClassVar[tuple[str, ...]] = LM_PRESET_NAMES
     config_class: ClassVar[type] = SaShiMiLMConfig
     model_class: ClassVar[type[nn.Module]] = SaShiMiLM

@@ -8,7 +8,6 @@ targets, padding ignored: minimized in nats, logged and evaluated in bits per sa
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any, ClassVar
@@ -20,6 +19,7 @@ from torch.utils.data import Dataset
 
 from sashimi.data.audio_folder import IGNORE_INDEX, AudioFolder, pad_collate
 from sashimi.data.datasets import split_files
+from sashimi.losses.tokens import LN2, cross_entropy_bits
 from sashimi.training.tasks.base import DataSplits, ModelOption, Task, TrainPreset, unwrap
 
 __all__ = ["TOKEN_OPTIONS", "NamedItems", "TokenTask", "evaluate"]
@@ -110,15 +110,15 @@ class TokenTask(Task):
         loss_sum = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
                                    reduction="sum")
         loss = loss_sum / max(n_valid, 1)
-        return {"loss": loss, "bits": loss.detach() / math.log(2), "count": torch.tensor(n_valid)}
+        return {"loss": loss, "bits": loss.detach() / LN2, "count": torch.tensor(n_valid)}
 
     def eval_step(self, model: nn.Module, batch: torch.Tensor) -> dict[str, float]:
         """batch: (B, L) targets -> NLL in bits per sample over the non-padding targets, and their count."""
         targets = batch  # (B, L)
-        count = int((targets != IGNORE_INDEX).sum())
+        valid = targets != IGNORE_INDEX  # (B, L)
         logits = model(unwrap(model).shift_right(targets.clamp_min(0)))  # (B, L, C)
-        nll = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="sum")
-        return {"bits": float(nll) / max(count, 1) / math.log(2), "count": float(count)}
+        bits = cross_entropy_bits(logits, targets.clamp_min(0), mask=valid)
+        return {"bits": float(bits), "count": float(valid.sum())}
 
 
 @torch.no_grad()
