@@ -456,6 +456,30 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
     raise Interrupted(signum)
 
 
+class _HeldInterrupts:
+    """Hold Ctrl-C and SIGTERM while a batch updates the weights, the task state and the step counter, and
+    raise them once it is done: a checkpoint of step n always holds the state after n whole steps."""
+
+    def __enter__(self) -> "_HeldInterrupts":
+        self.signum: int | None = None
+        self.saved: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            self.saved = {s: signal.signal(s, self._hold) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _hold(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> bool:
+        for s, handler in self.saved.items():
+            signal.signal(s, handler)
+        if self.signum is not None and exc[0] is None:
+            if self.signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise Interrupted(self.signum)
+        return False
+
+
 def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> TrainResult:
     task, _ = preset_of(cfg)
     device = _pick_device(cfg, dist)
@@ -631,51 +655,53 @@ def _train(cfg: TrainConfig, dist: _Dist, resume: bool, stop_at: int | None) -> 
             sampler.set_epoch(epoch)
             sampler.skip = batch_in_epoch * cfg.batch_size
             for batch in loader:
-                _seed_step(cfg.seed, dist.rank, step)
-                batch = _to_device(batch, device)
-                updates = task.train_updates(model, batch)  # one optimizer update per yielded loss
-                # the weights of the last checkpoint gave a non-finite value only at the batch's first update
-                from_ckpt: int | None = step
-                while True:
-                    try:
-                        with amp():
-                            out = next(updates, None)
-                    except ValueError as err:
-                        # the task's own batches are valid: a non-finite value inside the model is the weights' doing
-                        if not _all_finite(core) or _NON_FINITE.search(str(err)):
-                            raise diverged(step + 1, f"a value inside the model ({err}) is", from_ckpt) from err
-                        raise
-                    if out is None:
-                        break
-                    loss = out["loss"]
-                    loss_value = float(loss.detach())
-                    finite = math.isfinite(loss_value)
-                    if dist.world > 1:
-                        finite = dist.sum([float(not finite)], device)[0] == 0
-                    if not finite:
-                        what = f"the loss ({loss_value}) is"
-                        raise diverged(step + 1, what, from_ckpt)
-                    from_ckpt = None
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip > 0:
-                        norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
-                    else:
-                        norm = math.nan
-                    optimizer.step()
-                    task.after_step(core)
-                    count = float(out.get("count", 1.0))
-                    for j, k in enumerate(task.train_metrics):
-                        value = out[k].detach() if isinstance(out[k], torch.Tensor) else out[k]
-                        acc[j] += float(value) * count
-                    acc[-1] += count
-                    acc_norm += norm
-                    acc_steps += 1
-                step += 1
-                batch_in_epoch += 1
-                if batch_in_epoch >= batches_per_epoch:
-                    epoch, batch_in_epoch = epoch + 1, 0
-                schedule.apply(optimizer, step)
+                with _HeldInterrupts():  # the update of one step and its counters; an interrupt waits for them
+                    _seed_step(cfg.seed, dist.rank, step)
+                    batch = _to_device(batch, device)
+                    updates = task.train_updates(model, batch)  # one optimizer update per yielded loss
+                    # the weights of the last checkpoint gave a non-finite value only at the batch's first update
+                    from_ckpt: int | None = step
+                    while True:
+                        try:
+                            with amp():
+                                out = next(updates, None)
+                        except ValueError as err:
+                            # the task's own batches are valid: a non-finite value inside the model is the
+                            # weights' doing
+                            if not _all_finite(core) or _NON_FINITE.search(str(err)):
+                                raise diverged(step + 1, f"a value inside the model ({err}) is", from_ckpt) from err
+                            raise
+                        if out is None:
+                            break
+                        loss = out["loss"]
+                        loss_value = float(loss.detach())
+                        finite = math.isfinite(loss_value)
+                        if dist.world > 1:
+                            finite = dist.sum([float(not finite)], device)[0] == 0
+                        if not finite:
+                            what = f"the loss ({loss_value}) is"
+                            raise diverged(step + 1, what, from_ckpt)
+                        from_ckpt = None
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        if cfg.grad_clip > 0:
+                            norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+                        else:
+                            norm = math.nan
+                        optimizer.step()
+                        task.after_step(core)
+                        count = float(out.get("count", 1.0))
+                        for j, k in enumerate(task.train_metrics):
+                            value = out[k].detach() if isinstance(out[k], torch.Tensor) else out[k]
+                            acc[j] += float(value) * count
+                        acc[-1] += count
+                        acc_norm += norm
+                        acc_steps += 1
+                    step += 1
+                    batch_in_epoch += 1
+                    if batch_in_epoch >= batches_per_epoch:
+                        epoch, batch_in_epoch = epoch + 1, 0
+                    schedule.apply(optimizer, step)
 
                 # no extra evaluation at a stop_at step: it would feed the plateau schedule and the
                 # resumed run would differ from an uninterrupted one

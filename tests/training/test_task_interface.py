@@ -160,3 +160,37 @@ def test_registry_refuses_duplicates_and_unknown_names() -> None:
         get_task("no-such-task")
     with pytest.raises(TypeError, match="Task subclass"):
         register_task(int)
+
+
+@register_task
+class _InterruptedTask(_RegressionTask):
+    """The regression task whose ``after_step`` receives Ctrl-C (SIGINT to itself) during step 5, i.e. after
+    the optimizer updated the weights and before the step counter moved."""
+
+    name: ClassVar[str] = "test-interrupted"
+    updates = 0
+
+    def after_step(self, model: nn.Module) -> None:
+        super().after_step(model)
+        type(self).updates += 1
+        if type(self).updates == 5:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_an_interrupt_during_an_update_waits_for_the_step_to_finish(tmp_path: Path) -> None:
+    """Ctrl-C landing between the optimizer step and the step counter: the checkpoint is of step 5 with the
+    weights after 5 steps (not labelled step 4 with step 5's weights), so resuming is exact."""
+    full = train(_cfg(tmp_path, "full", steps=12, eval_every=0))
+    _InterruptedTask.updates = 0
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tmp_path, "split", task="test-interrupted", steps=12, eval_every=0))
+    state = torch.load(tmp_path / "split" / "checkpoints" / "step_00000005" / "trainer_state.pt", weights_only=True)
+    assert state["step"] == 5
+    resumed = train(_cfg(tmp_path, "split", task="test-interrupted", steps=12, eval_every=0), resume=True)
+    assert resumed.step == 12
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
