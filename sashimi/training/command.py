@@ -63,7 +63,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    "masked: MaskedSaShiMi; sing: SING in three --phase runs)")
     g.add_argument("--data", help="dataset folder (on --resume: default the run's)")
     g.add_argument("--preset", help="model size with its data and optimizer defaults (lm: tiny, sc09, beethoven, "
-                   "youtubemix; wavenet: tiny, sc09-512, sc09-1024, beethoven-512, ...; sing: nsynth-sing, tiny-sing)")
+                   "youtubemix; wavenet: tiny, sc09-512, sc09-1024, beethoven-512, ...; masked: tiny, bundled; "
+                   "sing: nsynth-sing, tiny-sing; diffwave: sc09-diffwave, sc09-diffwave-small, ljspeech-vocoder, "
+                   "tiny-diffwave, tiny-vocoder, *-wavenet baselines; classifier: small, sc09)")
     g.add_argument("--out", required=True, help="run folder: checkpoints, log.csv; loads as a model folder")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     g.add_argument("--stop-at", type=int, default=None, metavar="STEP",
