@@ -183,7 +183,7 @@ class _InterruptedTask(_RegressionTask):
 def test_an_interrupt_during_an_update_waits_for_the_step_to_finish(tmp_path: Path) -> None:
     """Ctrl-C landing between the optimizer step and the step counter: the checkpoint is of step 5 with the
     weights after 5 steps (not labelled step 4 with step 5's weights), so resuming is exact."""
-    full = train(_cfg(tmp_path, "full", steps=12, eval_every=0))
+    train(_cfg(tmp_path, "full", steps=12, eval_every=0))
     _InterruptedTask.updates = 0
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(tmp_path, "split", task="test-interrupted", steps=12, eval_every=0))
