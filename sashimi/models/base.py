@@ -147,6 +147,12 @@ class PretrainedModel:
             tags=self.card_tags, sections=self.card_sections(),
         )
 
+    def generate_model_card(self, repo_id: str | None = None):
+        """:meth:`model_card` as a :class:`huggingface_hub.ModelCard` (the name ``huggingface_hub``'s mixins use)."""
+        from huggingface_hub import ModelCard
+
+        return ModelCard(self.model_card(repo_id))
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # type: ignore[attr-defined]
 

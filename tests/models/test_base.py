@@ -183,3 +183,10 @@ def test_saved_files_share_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert set(modes.values()) == {0o666 & ~umask}
+
+
+def test_generate_model_card_is_a_hub_model_card():
+    from huggingface_hub import ModelCard
+
+    card = tiny_models()["sashimi-lm"].generate_model_card("me/tiny")
+    assert isinstance(card, ModelCard) and card.data.library_name == "sashimi-audio" and "me/tiny" in card.text
