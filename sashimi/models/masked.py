@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sashimi._validate import is_int as _is_int
 from sashimi.audio import dequantize
 from sashimi.generation.masked import masked_decode
 from sashimi.layers.restricted import frozen_kernels, restricted_context
@@ -35,10 +36,6 @@ from sashimi.schedulers.masking import cosine_mask_rate, span_mask
 __all__ = ["MaskedGenerationOutput", "MaskedSaShiMi", "MaskedSaShiMiConfig", "masked_training_loss"]
 
 QUANTIZATIONS = ("mu-law", "linear")
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from sashimi._validate import is_int as _is_int
 from sashimi.data.nsynth import VELOCITY_MAPPINGS, map_velocity
 from sashimi.losses.spectral import SpectralLoss
 from sashimi.models.base import PretrainedModel, register_model
@@ -53,10 +54,6 @@ __all__ = [
 
 SequenceModel = Literal["lstm", "s4"]
 LSTMState = tuple[Tensor, Tensor]
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass

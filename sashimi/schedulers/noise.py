@@ -46,6 +46,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from sashimi._validate import is_int as _is_int
+
 __all__ = ["LMNT_FAST_BETAS", "DDPMScheduler", "InferenceSchedule", "Sampler", "Steps"]
 
 #: lmnt DiffWave's ``inference_noise_schedule`` (``params.py``): the default betas of the 6-step fast sampler
@@ -53,10 +55,6 @@ LMNT_FAST_BETAS: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 5e-2, 0.2, 0.5)
 
 Steps = Literal["full", "fast"] | int
 Sampler = Literal["ddpm", "ddim"]
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _check_prob(value: float, name: str) -> float:

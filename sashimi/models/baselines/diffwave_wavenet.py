@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from sashimi._validate import is_int as _is_int
 from sashimi.generation.diffusion import sample
 from sashimi.layers.embeddings import DiffusionStepEmbedding, MelUpsampler
 from sashimi.losses.denoising import denoising_loss
@@ -45,10 +46,6 @@ from sashimi.models.base import ModelConfig, PretrainedModel, register_model
 from sashimi.schedulers.noise import DDPMScheduler
 
 __all__ = ["DiffWaveWaveNet", "DiffWaveWaveNetConfig"]
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass

@@ -42,7 +42,6 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from sashimi.audio.features import log_mel_spectrogram
 from sashimi.data.audio_folder import AudioFolder
@@ -53,6 +52,7 @@ from sashimi.models.baselines.diffwave_wavenet import DiffWaveWaveNetConfig
 from sashimi.models.diffwave import PRESETS as SASHIMI_PRESETS
 from sashimi.models.diffwave import DiffWaveSaShiMiConfig
 from sashimi.training.tasks.base import DataSplits, ModelOption, Task, TrainPreset, register_task, unwrap
+from sashimi.training.tasks.tokens import NamedItems
 
 __all__ = [
     "DIFFWAVE_PRESET_NAMES",
@@ -203,7 +203,7 @@ def _strip_ssm_hints(model: nn.Module) -> nn.Module:
     return model
 
 
-class WaveformItems(Dataset):
+class WaveformItems(NamedItems):
     """Float waveform items (L,) from an :class:`AudioFolder`: whole clips zero-padded / truncated to L
     (``mode='pad'``) or L-sample crops, zero-padded when a clip is shorter (``mode='crop'``).
 
@@ -215,17 +215,8 @@ class WaveformItems(Dataset):
     """
 
     def __init__(self, folder: AudioFolder, length: int, mode: str, minmax: bool = False) -> None:
-        self.folder, self.length, self.mode, self.minmax = folder, length, mode, minmax
-
-    @property
-    def clips(self) -> list:
-        return self.folder.clips
-
-    def __len__(self) -> int:
-        return len(self.folder)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.folder.set_epoch(epoch)
+        super().__init__(folder)  # set_epoch, clips and len pass through
+        self.length, self.mode, self.minmax = length, mode, minmax
 
     def __getitem__(self, index: int) -> torch.Tensor:
         """(L,) float32 waveform of item ``index``."""
