@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 import torch
 
 from sashimi.convert.standalone import detilde
-from sashimi.convert.state_spaces import UnsafeCheckpointError
+from sashimi.convert.state_spaces import as_state_dict, read_checkpoint
 
 __all__ = [
     "OFFICIAL_CONFIGS",
@@ -73,38 +72,9 @@ def read_diffwave_sashimi_checkpoint(path: str | os.PathLike) -> dict[str, torch
         FileNotFoundError: no such file.
         UnsafeCheckpointError: the pickle holds objects other than tensors and containers (loading it could
             run code): refused.
-        ValueError: not a readable checkpoint.
-        TypeError: no dict of tensors inside.
+        ValueError: not a readable checkpoint, or no dict of named tensors inside.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no checkpoint file at {p}")
-    with open(p, "rb") as f:
-        head = f.read(2)
-    if not (head.startswith(b"PK") or head.startswith(b"\x80")):  # torch.save: a zip archive or a legacy pickle
-        raise ValueError(f"{p} is not a readable PyTorch checkpoint (neither a torch.save zip archive nor a pickle)")
-    try:
-        obj = torch.load(str(p), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise UnsafeCheckpointError(
-            f"refusing to load {p}: torch.load(weights_only=True) rejected it because the pickle contains objects "
-            "other than tensors and plain containers, and unpickling those can execute arbitrary code. If you "
-            f"trust the file, extract its state dict in a sandboxed process and save it with safetensors. ({err})"
-        ) from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"{p} is not a readable PyTorch checkpoint (truncated or corrupt?): {err}") from err
-    if isinstance(obj, Mapping) and isinstance(obj.get("model_state_dict"), Mapping):
-        obj = obj["model_state_dict"]
-    return _as_state_dict(obj, str(p))
-
-
-def _as_state_dict(obj: Any, origin: str) -> dict[str, torch.Tensor]:
-    if not isinstance(obj, Mapping):
-        raise TypeError(f"{origin}: expected a state dict or {{'model_state_dict': ...}}, got {type(obj).__name__}")
-    bad = sorted(str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor))
-    if bad:
-        raise ValueError(f"{origin}: not a state dict: entries that are not named tensors: {bad[:10]}")
-    return dict(obj)
+    return read_checkpoint(path)
 
 
 def detect_diffwave_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -264,7 +234,7 @@ def convert_diffwave_sashimi_state_dict(
         ValueError: a layout that is neither master nor paper, keys the config needs but the file lacks,
             or keys that map to nothing (listed by name).
     """
-    sd = _as_state_dict(state_dict, "state_dict")
+    sd = as_state_dict(state_dict, "state_dict")
     layout = detect_diffwave_layout(sd)
     cfg = config_from_official(config, layout, **overrides)
     pool, n_layers, unet = tuple(cfg["pool"]), cfg["n_layers"], cfg["unet"]
@@ -325,7 +295,7 @@ def load_diffwave_sashimi(
     if isinstance(path_or_state_dict, (str, os.PathLike)):
         sd = read_diffwave_sashimi_checkpoint(path_or_state_dict)
     elif isinstance(path_or_state_dict, Mapping):
-        sd = _as_state_dict(path_or_state_dict, "state_dict")
+        sd = as_state_dict(path_or_state_dict, "state_dict")
     else:
         raise TypeError(
             f"path_or_state_dict must be a file path or a dict of tensors, got {type(path_or_state_dict).__name__}"

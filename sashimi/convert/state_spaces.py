@@ -65,6 +65,7 @@ __all__ = [
     "detect_layout",
     "load_state_spaces",
     "read_checkpoint",
+    "as_state_dict",
     "variant_config",
 ]
 
@@ -174,12 +175,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             ) from err
         except (RuntimeError, EOFError, OSError) as err:
             raise ValueError(f"{p} is not a readable PyTorch checkpoint (truncated or corrupt?): {err}") from err
-    return _as_state_dict(obj, str(p))
+    return as_state_dict(obj, str(p))
 
 
-def _as_state_dict(obj: Any, origin: str) -> dict[str, torch.Tensor]:
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]  # a full Lightning checkpoint
+def as_state_dict(obj: Any, origin: str) -> dict[str, torch.Tensor]:
+    """``obj`` as a dict of named tensors, unwrapping a training checkpoint's ``state_dict`` /
+    ``model_state_dict``; ValueError naming ``origin`` otherwise."""
+    for wrapper in ("state_dict", "model_state_dict"):  # a full Lightning / diffwave-sashimi training checkpoint
+        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
+            obj = obj[wrapper]
+            break
     if not isinstance(obj, Mapping):
         raise ValueError(f"{origin}: expected a state dict (a dict of tensors), got {type(obj).__name__}")
     bad = sorted(str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor))
@@ -385,7 +390,7 @@ def convert_state_spaces_state_dict(
     v = _variant(variant)
     if dt_transform not in DT_TRANSFORMS:
         raise ValueError(f"dt_transform must be one of {DT_TRANSFORMS}, got {dt_transform!r}")
-    sd = _as_state_dict(state_dict, "state_dict")
+    sd = as_state_dict(state_dict, "state_dict")
     layout = detect_layout(sd)
     m = _Mapper(sd, layout, dt_transform)
 
@@ -505,7 +510,7 @@ def load_state_spaces(
         source = str(path_or_state_dict)
         sd = read_checkpoint(path_or_state_dict)
     elif isinstance(path_or_state_dict, Mapping):
-        sd = _as_state_dict(path_or_state_dict, "state_dict")
+        sd = as_state_dict(path_or_state_dict, "state_dict")
     else:
         raise TypeError(
             f"path_or_state_dict must be a file path or a dict of tensors, got {type(path_or_state_dict).__name__}"

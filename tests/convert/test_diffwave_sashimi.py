@@ -88,8 +88,12 @@ def test_missing_or_corrupt_file(tmp_path):
         read_diffwave_sashimi_checkpoint(tmp_path / "nope.pkl")
     bad = tmp_path / "bad.pkl"
     bad.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(ValueError, match="is not a checkpoint"):
         read_diffwave_sashimi_checkpoint(bad)
+    truncated = tmp_path / "truncated.pkl"
+    truncated.write_bytes(b"PK\x03\x04" + b"\x00" * 40)  # a torch.save zip archive cut short
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+        read_diffwave_sashimi_checkpoint(truncated)
 
 
 def test_keys_of_neither_layout(case):
