@@ -34,8 +34,6 @@ def _positive(value: float, flag: str) -> None:
 def _prepare_out(out: Path, overwrite: bool) -> list[Path]:
     """Check (and create) the output folder before anything is generated: it must be a writable folder,
     empty unless ``overwrite``; returns the old sample files to remove once the new ones are written."""
-    import tempfile
-
     if out.exists() and not out.is_dir():
         raise SystemExit(f"error: --out {out} exists and is not a folder")
     old = sorted(out.iterdir()) if out.is_dir() else []
@@ -45,13 +43,22 @@ def _prepare_out(out: Path, overwrite: bool) -> list[Path]:
     blocking = [p for p in old if p.name.startswith("sample_") and p.is_dir()]
     if blocking:
         raise SystemExit(f"error: {blocking[0]} is a folder where a sample file would go")
+    _writable_folder(out)
+    return [p for p in old if p.name.startswith("sample_") and p.suffix in (".wav", ".png")]
+
+
+def _writable_folder(out: Path) -> None:
+    """Create ``out`` and test-write into it (before long work starts), else a one-line error."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: --out {out} exists and is not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as err:
         raise SystemExit(f"error: cannot write into --out {out}: {err.strerror or err}") from None
-    return [p for p in old if p.name.startswith("sample_") and p.suffix in (".wav", ".png")]
 
 
 def _write_samples(args: argparse.Namespace, waves, sample_rate: int, notes: list[str], old: list[Path]) -> None:
@@ -402,6 +409,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: --classifier {args.classifier} is a {classifier.config.model_type!r} model, not a "
                          "classifier (train one with `sashimi train --task classifier`)")
     ccfg = classifier.config
+    _writable_folder(Path(args.out))  # before the clips are classified
     nll_bits, lls = None, None
     if args.model is not None:
         lm = _load_model(args.model)

@@ -33,6 +33,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sashimi.data.labelled import load_clips
+from sashimi.hub.format import atomic_write_bytes
 from sashimi.metrics.periodicity import periodicity
 from sashimi.metrics.scores import am_score, fid, inception_score, modified_inception_score, ndb
 
@@ -310,10 +311,11 @@ def evaluation_table(result: dict[str, Any]) -> str:
 
 
 def write_report(result: dict[str, Any], out_dir: str | os.PathLike, name: str = "evaluation") -> tuple[Path, Path]:
-    """Write ``<name>.json`` and ``<name>.md`` (:func:`evaluation_table`) into ``out_dir``; returns both paths."""
+    """Write ``<name>.json`` and ``<name>.md`` (:func:`evaluation_table`) into ``out_dir``, each through a
+    temporary renamed into place; returns both paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / f"{name}.json", out / f"{name}.md"
-    json_path.write_text(json.dumps(result, indent=1) + "\n")
-    md_path.write_text(evaluation_table(result))
+    atomic_write_bytes(json_path, (json.dumps(result, indent=1) + "\n").encode("utf-8"))
+    atomic_write_bytes(md_path, evaluation_table(result).encode("utf-8"))
     return json_path, md_path

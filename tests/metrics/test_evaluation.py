@@ -178,3 +178,15 @@ def test_cli_evaluate_end_to_end(tmp_path, capsys):
     with pytest.raises(SystemExit, match="needs --model"):
         main([*args, "--protocol", "autoregressive"])
     capsys.readouterr()
+
+
+def test_cli_evaluate_checks_the_output_folder_first(tmp_path, monkeypatch):
+    """An output path that cannot be a folder is refused before anything is classified."""
+    from sashimi.cli import main
+
+    _tiny_classifier().save_pretrained(tmp_path / "clf")
+    monkeypatch.setattr(SC09Classifier, "classify", lambda *a, **k: pytest.fail("classified before the check"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit, match="not a folder"):
+        main(["evaluate", "--classifier", str(tmp_path / "clf"), "--samples", str(tmp_path),
+              "--reference", str(tmp_path), "--out", str(tmp_path / "file"), "--quiet"])
