@@ -43,6 +43,9 @@ def test_masked_training_script_smoke(tmp_path: Path) -> None:
     assert 7.0 < r["test_masked_bits_before"] < 9.0  # an untrained model: near log2(256) = 8 bits
     assert 0.0 < r["unigram_bits"] < 8.0
     assert report["training"]["steps"] == 3 and report["threads"] == 1
+    assert report["training"]["ssm_lr"] == 1e-3  # the SSM parameters in their own optimizer group
+    at_rate = r["test_masked_bits_at_rate"]  # held-out bits at fixed mask rates
+    assert set(at_rate) == {"0.1", "0.5", "0.9"} and all(7.0 < v < 9.0 for v in at_rate.values())
     model = load_model(str(out))
     assert isinstance(model, MaskedSaShiMi) and model.num_parameters() == report["parameters"]
     assert model.config.span_len == 8 and model.config.d_model == 32
