@@ -120,6 +120,40 @@ def test_tiny_model_overfits_a_few_clips():
     assert int(out.tokens.max()) < 16
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", (0, 1))
+def test_decoding_reproduces_the_structure_a_trained_model_learned(seed):
+    """Iterative decoding end to end: a tiny model trained on a source with known structure (every sequence a
+    random 8-token motif repeated, 16 classes; never the same sequences twice) generates new sequences with
+    that structure. Measure: how often a token equals the one a period later, minus how often two tokens of
+    the same sequence are equal at all (its collision probability), so that a sequence of one repeated token
+    scores 0, not 1. The source scores ~0.84; an untrained model's 8-step samples score <= 0.05 (seeds 0-3)."""
+    period, repeats, card = 8, 8, 16
+    torch.manual_seed(seed)
+    m = MaskedSaShiMi(MaskedSaShiMiConfig(d_model=32, n_layers=2, pool=(2,), d_state=16, ff=2, n_codebooks=1,
+                                          card=card, quantization=None, span_len=2))
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+
+    def excess_periodicity(tokens: torch.Tensor) -> float:  # (B, 1, T)
+        periodic = (tokens[..., period:] == tokens[..., :-period]).float().mean()
+        hist = torch.nn.functional.one_hot(tokens[:, 0], card).float().mean(1)  # (B, card)
+        return float(periodic - (hist ** 2).sum(-1).mean())
+
+    data = torch.randint(0, card, (256, 1, period), generator=g).repeat(1, 1, repeats)  # (256, 1, 64)
+    assert excess_periodicity(data) > 0.75  # the source itself
+    for _ in range(300):
+        batch = torch.randint(0, card, (16, 1, period), generator=g).repeat(1, 1, repeats)  # (16, 1, 64)
+        out = masked_training_loss(m, batch, generator=g)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    m.eval()
+    gen = m.generate(64, period * repeats, steps=(8,), temperature=1.0, top_p=0.9, progress=False,
+                     generator=torch.Generator().manual_seed(seed)).tokens  # (64, 1, 64)
+    assert excess_periodicity(gen) > 0.4, excess_periodicity(gen)  # trained: 0.57-0.63 (seeds 0-3)
+
+
 def test_generate_audio_tokens_prompt_and_waveform():
     m = tiny(card=256, span_len=4)
     prompt = torch.randint(0, 256, (2, 10))
