@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phase", choices=("random", "fixed"), default="random",
                    help="training tones' phase: random, or fixed (1 rad, the probes': x0 is a function of f)")
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay to 0 over --steps")
     p.add_argument("--every", type=int, default=0, help="probe every N steps (0: at the end only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     model = DiffWaveSaShiMi(config)
     opt = torch.optim.Adam(param_groups(model, args.lr, ssm_lr=1e-3), lr=args.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / args.steps)) if args.cosine else 1.0)
     g = torch.Generator().manual_seed(args.seed)
     pitches = torch.tensor(args.pitches)
     header = ["| pitch (Hz) | generate: share at f | from x_T: share at f | x0 estimate: share at f / at the mel's |",
@@ -130,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        sched.step()
         if (args.every and step % args.every == 0) or step == args.steps:
             print(f"step {step}, loss {float(loss.detach()):.4f}, {time.perf_counter() - t0:.0f} s", flush=True)
             print("\n".join(header + probe(model, args.pitches, args.length, args.clip)), flush=True)
