@@ -27,15 +27,11 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from sashimi._validate import check_int
+
 __all__ = ["MultiResolutionSTFTLoss", "SpectralLoss", "log_power_spectrogram"]
 
 Distance = Literal["l1", "mse"]
-
-
-def _check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def _as_batch(x: object, name: str, min_length: int) -> Tensor:
@@ -97,8 +93,8 @@ class SpectralLoss(nn.Module):
         reduction: Literal["mean", "per_item"] = "mean",
     ) -> None:
         super().__init__()
-        self.n_fft = _check_positive_int(n_fft, "n_fft")
-        self.hop_length = _check_positive_int(hop_length, "hop_length")
+        self.n_fft = check_int(n_fft, "n_fft")
+        self.hop_length = check_int(hop_length, "hop_length")
         if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
             raise ValueError(f"epsilon must be a positive number, got {epsilon!r}")
         if distance not in ("l1", "mse"):
@@ -152,7 +148,7 @@ class MultiResolutionSTFTLoss(nn.Module):
                              f"{len(sizes[0])}, {len(sizes[1])}, {len(sizes[2])}")
         for name, values in zip(("fft_sizes", "hop_sizes", "win_lengths"), sizes):
             for v in values:
-                _check_positive_int(v, name)
+                check_int(v, name)
         for n_fft, win in zip(sizes[0], sizes[2]):
             if win > n_fft:
                 raise ValueError(f"win_lengths entry {win} exceeds its fft_sizes entry {n_fft}")
