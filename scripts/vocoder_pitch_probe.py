@@ -1,8 +1,9 @@
 """Train a tiny DiffWaveSaShiMi mel vocoder on pure tones and probe whether it takes its pitch from the mel.
 
 The data: pure tones (``--pitches``, random phase, amplitude 0.6) of ``--length`` samples at 16 kHz, the
-conditioning log-mel of the training task (:func:`sashimi.training.tasks.diffwave.vocoder_mel`). Training: the
-eps-prediction MSE (:func:`sashimi.losses.denoising_loss`), Adam with the SSM parameters in their own group.
+conditioning log-mel of the training task (:func:`sashimi.training.tasks.diffwave.vocoder_mel`) computed on the
+tone continued to at least 2,048 samples and cut to the segment's frames. Training: the eps-prediction MSE or L1
+(``--loss``; :func:`sashimi.losses.denoising_loss`), Adam with the SSM parameters in their own group.
 
 Every ``--every`` steps (and at the end) three probes print, one row per pitch f:
 
@@ -15,6 +16,8 @@ Every ``--every`` steps (and at the end) three probes print, one row per pitch f
 
     python scripts/vocoder_pitch_probe.py --steps 800 --d-model 32                         # vocoder schedule
     python scripts/vocoder_pitch_probe.py --steps 3000 --num-train-steps 100 --beta-end 0.2 --clip
+    python scripts/vocoder_pitch_probe.py --steps 1000 --cosine --loss l1 --num-train-steps 50 --beta-end 0.2 \
+        --clip --length 256 --batch-size 32 --pitches 250 1000 --d-model 32      # the test's recipe
 """
 
 from __future__ import annotations
@@ -39,6 +42,13 @@ def tones(freqs: torch.Tensor, length: int, phase: torch.Tensor) -> torch.Tensor
     return 0.6 * torch.sin(2 * math.pi * freqs[:, None] * t + phase[:, None])
 
 
+def tone_mel(freqs: torch.Tensor, length: int, phase: torch.Tensor, config: DiffWaveSaShiMiConfig) -> torch.Tensor:
+    """The conditioning mel of a ``length``-sample tone, computed on the tone continued to at least 2,048 samples
+    (as a vocoder sees an utterance's mel) and cut to the segment's frames: (B, n_mels, ceil(length / hop))."""
+    mel = vocoder_mel(tones(freqs, max(length, 2048), phase), config)  # (B, n_mels, frames)
+    return mel[..., : -(-length // config.hop_length)]
+
+
 def share(y: torch.Tensor, f: float) -> float:
     """Fraction of the (Hann-windowed) energy of a (L,) signal within 6 % of f Hz."""
     spec = torch.fft.rfft(y * torch.hann_window(y.shape[-1]), dim=-1).abs() ** 2  # (L // 2 + 1,)
@@ -58,7 +68,7 @@ def probe(model: DiffWaveSaShiMi, pitches: list[float], length: int, clip: bool)
     model.eval()
     sched, T = model.scheduler(), model.config.num_train_steps
     f = torch.tensor(pitches)
-    mel = vocoder_mel(tones(f, length, torch.ones(len(pitches))), model.config)  # (P, n_mels, frames)
+    mel = tone_mel(f, length, torch.ones(len(pitches)), model.config)  # (P, n_mels, frames)
     g = torch.Generator().manual_seed(1)
     y = model.generate(mel=mel, num_samples=length, generator=g, progress=False, clip=clip)  # (P, L)
     # from a training-distribution x_T: the tone at another phase, noised to step T - 1
@@ -100,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clip", action="store_true", help="clamp to [-1, 1] at every sampling step (lmnt)")
     p.add_argument("--phase", choices=("random", "fixed"), default="random",
                    help="training tones' phase: random, or fixed (1 rad, the probes': x0 is a function of f)")
+    p.add_argument("--loss", choices=("mse", "l1"), default="mse", help="eps-prediction loss (lmnt: l1)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay to 0 over --steps")
     p.add_argument("--every", type=int, default=0, help="probe every N steps (0: at the end only)")
@@ -128,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         phase = torch.rand(args.batch_size, generator=g) * 2 * math.pi if args.phase == "random" \
             else torch.ones(args.batch_size)
         x0 = tones(f, args.length, phase)  # (B, L)
-        loss = denoising_loss(model, x0, model.scheduler(), vocoder_mel(x0, config), "mse", g)
+        loss = denoising_loss(model, x0, model.scheduler(), tone_mel(f, args.length, phase, config), args.loss, g)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
