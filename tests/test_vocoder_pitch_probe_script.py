@@ -29,9 +29,10 @@ def test_probe_measures():
 def test_probe_script_smoke(tmp_path: Path) -> None:
     out = tmp_path / "voc"
     cmd = [sys.executable, str(REPO / "scripts" / "vocoder_pitch_probe.py"), "--steps", "2", "--length", "256",
-           "--loss", "l1", "--pitches", "220", "660", "--out", str(out)]
+           "--loss", "l1", "--samples", "2", "--pitches", "220", "660", "--out", str(out)]
     proc = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
     rows = [r for r in proc.stdout.splitlines() if r.startswith("| 220 ") or r.startswith("| 660 ")]
     assert len(rows) == 2 and "mel of 660" in rows[0] and "mel of 220" in rows[1]
+    assert all("/2 over 0.8" in r for r in rows)
     model = load_model(str(out))
     assert isinstance(model, DiffWaveSaShiMi) and model.config.n_mels == 40 and model.config.segment_length == 256
