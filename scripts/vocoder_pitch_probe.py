@@ -124,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="save the trained model here")
     args = p.parse_args(argv)
+    for name in ("steps", "length", "batch_size", "samples", "num_train_steps", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     config = DiffWaveSaShiMiConfig(

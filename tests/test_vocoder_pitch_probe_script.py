@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from sashimi import load_model
@@ -14,7 +15,7 @@ from sashimi.models.diffwave import DiffWaveSaShiMi
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-from vocoder_pitch_probe import SAMPLE_RATE, peak, share, tones  # noqa: E402
+from vocoder_pitch_probe import SAMPLE_RATE, main, peak, share, tones  # noqa: E402
 
 
 def test_probe_measures():
@@ -36,3 +37,10 @@ def test_probe_script_smoke(tmp_path: Path) -> None:
     assert all("/2 over 0.8" in r for r in rows)
     model = load_model(str(out))
     assert isinstance(model, DiffWaveSaShiMi) and model.config.n_mels == 40 and model.config.segment_length == 256
+
+
+@pytest.mark.parametrize("flag", ["--samples", "--steps", "--length"])
+def test_probe_script_rejects_counts_below_one(flag, capsys):
+    with pytest.raises(SystemExit) as err:
+        main([flag, "0"])
+    assert err.value.code == 2 and f"{flag} must be at least 1, got 0" in capsys.readouterr().err

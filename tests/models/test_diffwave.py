@@ -412,7 +412,6 @@ def test_tiny_model_learns_and_samples_in_range():
     assert torch.isfinite(out).all() and out.abs().max() < 3.0
 
 
-
 def _tones(freqs: torch.Tensor, length: int, phase: torch.Tensor) -> torch.Tensor:
     """(B, length) 16 kHz tones of amplitude 0.6 at ``freqs`` (B,) Hz and phases (B,) radians."""
     n = torch.arange(length) / 16000
@@ -434,8 +433,8 @@ def test_tiny_vocoder_resynthesizes_a_tone_at_the_right_pitch():
     The schedule (T=50, beta 1e-4 -> 0.2: alpha_bar_T = 0.005) hides a tone in x_T, so the pitch can only come
     from the mel; docs/diffusion.md says why the vocoder preset's schedule and the MSE loss need far longer.
     """
-    from sashimi.audio.features import log_mel_spectrogram
     from sashimi.optim import param_groups
+    from sashimi.training.tasks.diffwave import vocoder_mel
 
     torch.manual_seed(0)
     L, steps, pitches = 256, 1000, torch.tensor([250.0, 1000.0])
@@ -446,8 +445,7 @@ def test_tiny_vocoder_resynthesizes_a_tone_at_the_right_pitch():
 
     def mel_of(f: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
         # the mel of the whole (2048-sample) tone, cut to the segment's frames, as a vocoder sees an utterance's
-        x = _tones(f, 2048, phase)  # (B, 2048)
-        mel = log_mel_spectrogram(x, sample_rate=16000, hop_length=config.hop_length, n_mels=40)
+        mel = vocoder_mel(_tones(f, 2048, phase), config)  # (B, 40, 33): the training task's log-mel
         return mel[..., : L // config.hop_length]  # (B, 40, 4)
 
     opt = torch.optim.Adam(param_groups(model, 2e-3, ssm_lr=1e-3), lr=2e-3)
